@@ -1,0 +1,57 @@
+"""Process-wide runtime for flows: settings, the Spark session and run folders.
+
+In: :class:`jobs.config.Settings`. Out: one cached Spark session per process, the run date
+(defaulting to the synthetic world's end date, else yesterday UTC) and the run folder
+``<runs>/dt=YYYY-MM-DD``. Called by the Prefect flows and the CLI; no business logic here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from jobs.config import Settings, load_settings
+from jobs.spark import build_session
+
+_SESSION: SparkSession | None = None
+
+
+def configure_prefect_env(settings: Settings) -> None:
+    """Keep Prefect's local state under the farmwatch home and its telemetry off."""
+    os.environ.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+
+
+def settings_for(config_file: str | None) -> Settings:
+    """Load settings (optionally from a TOML file)."""
+    return load_settings(config_file) if config_file else load_settings()
+
+
+def spark_for(settings: Settings) -> SparkSession:
+    """The process's Spark session (created on first use)."""
+    global _SESSION
+    if _SESSION is None:
+        _SESSION = build_session(settings.spark, settings.home / "checkpoints")
+    return _SESSION
+
+
+def resolve_run_date(settings: Settings, run_date: str | None) -> date:
+    """Explicit date, else the synthetic world's end date, else yesterday (UTC)."""
+    if run_date:
+        return date.fromisoformat(run_date)
+    world = settings.lake.lake_path / "_world.json"
+    if world.is_file():
+        return date.fromisoformat(json.loads(world.read_text())["end_date"])
+    return datetime.now(timezone.utc).date() - timedelta(days=1)
+
+
+def run_dir_for(settings: Settings, run_date: date) -> Path:
+    """Folder for one run date's intermediates (re-running a date overwrites it)."""
+    path = settings.lake.runs_path / f"dt={run_date.isoformat()}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

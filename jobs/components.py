@@ -1,0 +1,207 @@
+"""Connected components of the account graph, with interchangeable backends.
+
+In: ``vertices`` (``account_id``) and undirected ``edges`` (``src``, ``dst``). Out: one row per
+vertex, ``account_id, component_id``, where ``component_id`` is the smallest ``account_id`` in the
+component: deterministic, and identical whichever backend ran. Isolated vertices are their own
+component. Called by the communities stage and the tests.
+
+Backends:
+- ``local``: edge list to the driver through Arrow, solved by ``scipy.sparse.csgraph`` (C code);
+  for graphs up to ``GraphSettings.local_max_edges`` edges.
+- ``spark``: alternating large-star / small-star (Kiveris et al., 2014) on DataFrames with a local
+  checkpoint every ``spark_checkpoint_interval`` rounds; no Python UDFs, no RDDs.
+- ``graphframes``: ``GraphFrame.connectedComponents`` when the GraphFrames JVM package is on the
+  classpath (``spark.jars.packages=io.graphframes:graphframes-spark4_2.13:<version>``). It is
+  detected, never assumed: :class:`BackendUnavailableError` says what is missing.
+- ``auto``: ``local`` when the edge count fits, else ``graphframes`` if present, else ``spark``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components as csgraph_components
+
+from jobs.config import GraphSettings
+
+OUTPUT_SCHEMA = T.StructType([
+    T.StructField("account_id", T.StringType(), False),
+    T.StructField("component_id", T.StringType(), False),
+])
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested components backend cannot run in this Spark session."""
+
+
+def _check_inputs(vertices: DataFrame, edges: DataFrame) -> None:
+    if "account_id" not in vertices.columns:
+        raise ValueError("vertices is missing column 'account_id'")
+    for column in ("src", "dst"):
+        if column not in edges.columns:
+            raise ValueError(f"edges is missing column {column!r}")
+
+
+def _is_connect(spark: SparkSession) -> bool:
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def graphframes_available(spark: SparkSession) -> bool:
+    """True when the GraphFrames JVM classes can be loaded by this (classic) session."""
+    if _is_connect(spark):
+        return False
+    try:
+        jvm = spark.sparkContext._jvm  # noqa: SLF001 (only the optional backend touches the JVM)
+        loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
+        jvm.java.lang.Class.forName("org.graphframes.GraphFrame", True, loader)
+        return True
+    except Exception:  # noqa: BLE001 (py4j raises its own error types)
+        return False
+
+
+def components_local(spark: SparkSession, vertices: DataFrame, edges: DataFrame) -> DataFrame:
+    """Solve on the driver with scipy's C implementation (edge list collected via Arrow)."""
+    _check_inputs(vertices, edges)
+    edge_pd = edges.select("src", "dst").toPandas()
+    vertex_pd = vertices.select("account_id").toPandas()
+    all_ids = pd.concat(
+        [vertex_pd["account_id"], edge_pd["src"], edge_pd["dst"]], ignore_index=True
+    )
+    codes, uniques = pd.factorize(all_ids, sort=True)  # sorted: code order = id order
+    n = len(uniques)
+    n_v = len(vertex_pd)
+    src = codes[n_v : n_v + len(edge_pd)]
+    dst = codes[n_v + len(edge_pd) :]
+    matrix = coo_matrix((np.ones(len(src), dtype=np.int8), (src, dst)), shape=(n, n))
+    _, labels = csgraph_components(matrix, directed=False)
+    # smallest code per label = smallest account id (codes are sorted)
+    smallest = np.full(labels.max() + 1 if n else 0, n, dtype=np.int64)
+    np.minimum.at(smallest, labels, np.arange(n))
+    result = pd.DataFrame({
+        "account_id": np.asarray(uniques, dtype=object),
+        "component_id": np.asarray(uniques, dtype=object)[smallest[labels]],
+    })
+    return spark.createDataFrame(result, schema=OUTPUT_SCHEMA)
+
+
+def _both_directions(edges: DataFrame) -> DataFrame:
+    return edges.select(F.col("src").alias("a"), F.col("dst").alias("b")).unionByName(
+        edges.select(F.col("dst").alias("a"), F.col("src").alias("b"))
+    )
+
+
+def _large_star(edges: DataFrame) -> DataFrame:
+    both = _both_directions(edges)
+    smallest = both.groupBy("a").agg(F.least(F.min("b"), F.first("a")).alias("m"))
+    return (
+        both.join(smallest, "a")
+        .where(F.col("b") > F.col("a"))
+        .select(F.col("b").alias("src"), F.col("m").alias("dst"))
+        .where(F.col("src") != F.col("dst"))
+        .distinct()
+    )
+
+
+def _small_star(edges: DataFrame) -> DataFrame:
+    both = _both_directions(edges)
+    lower = both.where(F.col("b") < F.col("a"))
+    smallest = lower.groupBy("a").agg(F.min("b").alias("m"))
+    neighbours = lower.join(smallest, "a").select(
+        F.col("b").alias("src"), F.col("m").alias("dst"))
+    centres = smallest.select(F.col("a").alias("src"), F.col("m").alias("dst"))
+    return neighbours.unionByName(centres).where(F.col("src") != F.col("dst")).distinct()
+
+
+def components_spark(
+    spark: SparkSession,
+    vertices: DataFrame,
+    edges: DataFrame,
+    max_iterations: int,
+    checkpoint_interval: int,
+) -> DataFrame:
+    """Alternating large-star / small-star on DataFrames until the graph is a forest of stars.
+
+    Args:
+        spark: the session (unused, kept for a uniform backend signature).
+        vertices: ``account_id`` of every account, isolated ones included.
+        edges: undirected ``src, dst`` edges (self loops and duplicates allowed).
+        max_iterations: rounds before giving up with an error.
+        checkpoint_interval: rounds between local checkpoints that cut the lineage.
+
+    Returns:
+        ``account_id, component_id`` for every vertex.
+    """
+    del spark
+    _check_inputs(vertices, edges)
+    if max_iterations < 1 or checkpoint_interval < 1:
+        raise ValueError("max_iterations and checkpoint_interval must be positive")
+    current = (
+        edges.select(F.least("src", "dst").alias("src"), F.greatest("src", "dst").alias("dst"))
+        .where(F.col("src") != F.col("dst"))
+        .distinct()
+        .localCheckpoint()
+    )
+    for iteration in range(1, max_iterations + 1):
+        current = _small_star(_large_star(current))
+        if iteration % checkpoint_interval == 0:
+            current = current.localCheckpoint()
+        # converged when no centre is itself attached to a smaller centre: stars only
+        chained = current.select(F.col("dst").alias("node")).intersect(
+            current.select(F.col("src").alias("node")))
+        if chained.limit(1).count() == 0:
+            break
+    else:
+        raise RuntimeError(f"spark components did not converge in {max_iterations} rounds")
+    parents = current.groupBy("src").agg(F.min("dst").alias("component_id"))
+    return (
+        vertices.select("account_id").distinct()
+        .join(parents.withColumnRenamed("src", "account_id"), "account_id", "left")
+        .select("account_id", F.coalesce("component_id", "account_id").alias("component_id"))
+    )
+
+
+def components_graphframes(
+    spark: SparkSession, vertices: DataFrame, edges: DataFrame, checkpoint_interval: int
+) -> DataFrame:
+    """GraphFrames' connected components, relabelled to the common output contract."""
+    _check_inputs(vertices, edges)
+    if not graphframes_available(spark):
+        raise BackendUnavailableError(
+            "graphframes backend: the GraphFrames JVM package is not on the classpath "
+            "(add spark.jars.packages=io.graphframes:graphframes-spark4_2.13:<version> on a "
+            "classic Spark session; Spark Connect needs the GraphFrames Connect plugin)"
+        )
+    from graphframes import GraphFrame  # imported only where the jar exists
+
+    graph = GraphFrame(vertices.select(F.col("account_id").alias("id")),
+                       edges.select("src", "dst"))
+    labelled = graph.connectedComponents(checkpointInterval=checkpoint_interval)
+    smallest = labelled.groupBy("component").agg(F.min("id").alias("component_id"))
+    return labelled.join(smallest, "component").select(
+        F.col("id").alias("account_id"), "component_id")
+
+
+def connected_components(
+    spark: SparkSession, vertices: DataFrame, edges: DataFrame, settings: GraphSettings
+) -> tuple[DataFrame, str]:
+    """Run the configured backend; returns the components and the backend actually used."""
+    backend = settings.components_backend
+    if backend == "auto":
+        n_edges = edges.count()
+        if n_edges <= settings.local_max_edges:
+            backend = "local"
+        elif graphframes_available(spark):
+            backend = "graphframes"
+        else:
+            backend = "spark"
+    if backend == "local":
+        return components_local(spark, vertices, edges), backend
+    if backend == "graphframes":
+        return components_graphframes(spark, vertices, edges,
+                                      settings.spark_checkpoint_interval), backend
+    return components_spark(spark, vertices, edges, settings.spark_max_iterations,
+                            settings.spark_checkpoint_interval), backend

@@ -1,0 +1,202 @@
+"""Typed configuration for every farmwatch stage.
+
+In: laptop defaults, then an optional TOML file named by ``FARMWATCH_CONFIG`` (or passed to
+:func:`load_settings`), then ``FARMWATCH_*`` environment variables (nested keys use ``__``, for
+example ``FARMWATCH_SPARK__MASTER=spark://host:7077``). Out: one frozen :class:`Settings` object
+with one section per concern. Called by the CLI, the Prefect flows, the jobs' ``run`` functions
+and the tests. Secrets (the entity hashing key, S3 credentials) come only from the environment or
+boto3's default credential chain, never from the TOML file checked into a repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SparkSettings(_Section):
+    """How to reach Spark: local mode by default, a ``spark://`` master, or Spark Connect."""
+
+    master: str = "local[*]"
+    remote: str | None = Field(
+        default=None, description="Spark Connect URL (sc://host:port); wins over master."
+    )
+    app_name: str = "farmwatch"
+    shuffle_partitions: int = 8
+    driver_memory: str = "6g"
+    conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings.")
+
+
+class LakeSettings(_Section):
+    """Where input tables and per-run intermediates live."""
+
+    home: Path = Path("var")
+    lake: Path | None = Field(default=None, description="Input tables; default <home>/lake.")
+    runs: Path | None = Field(default=None, description="Per-run outputs; default <home>/runs.")
+
+    @property
+    def lake_path(self) -> Path:
+        """Folder holding one Parquet folder per input table."""
+        return (self.lake or self.home / "lake").resolve()
+
+    @property
+    def runs_path(self) -> Path:
+        """Folder holding per-run intermediates, quarantine and reports."""
+        return (self.runs or self.home / "runs").resolve()
+
+
+class IngestSettings(_Section):
+    """Contract enforcement for the input tables."""
+
+    lookback_days: int = 44
+    earliest_valid_ts: str = "2000-01-01"
+    max_future_skew_hours: int = 24
+
+
+class GraphSettings(_Section):
+    """Account graph and connected components."""
+
+    entity_degree_cap: int = 400
+    entity_degree_cap_by_type: dict[str, int] = Field(default_factory=dict)
+    components_backend: Literal["auto", "local", "spark", "graphframes"] = "auto"
+    local_max_edges: int = 30_000_000
+    spark_max_iterations: int = 60
+    spark_checkpoint_interval: int = 2
+    min_farm_size: int = 5
+
+    def cap_for(self, entity_type: str) -> int:
+        """Degree cap for one entity type (type-specific override or the global cap)."""
+        return self.entity_degree_cap_by_type.get(entity_type, self.entity_degree_cap)
+
+
+class ModelSettings(_Section):
+    """LightGBM training, MLflow tracking and the registry."""
+
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI; default sqlite:///<home>/mlflow.db."
+    )
+    experiment: str = "farmwatch"
+    registered_model: str = "farmwatch-farm-model"
+    test_fraction_by_time: float = 0.3
+    num_boost_round: int = 400
+    early_stopping_rounds: int = 30
+    seed: int = 7
+    params: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "objective": "binary",
+            "learning_rate": 0.05,
+            "num_leaves": 31,
+            "min_data_in_leaf": 20,
+            "feature_fraction": 0.9,
+            "bagging_fraction": 0.8,
+            "bagging_freq": 1,
+            "lambda_l2": 1.0,
+            "verbose": -1,
+        }
+    )
+    promotion_margin: float = 0.0
+    reasons_per_account: int = 3
+
+    def tracking_uri_for(self, home: Path) -> str:
+        """The tracking URI, defaulting to a SQLite file under the farmwatch home."""
+        return self.tracking_uri or f"sqlite:///{(home / 'mlflow.db').resolve()}"
+
+
+class BanSettings(_Section):
+    """Score bands that turn scores into actions."""
+
+    ban_threshold: float = 0.9
+    review_threshold: float = 0.6
+    watch_threshold: float = 0.3
+
+
+class PublishSettings(_Section):
+    """Where ban lists go: a local folder laid out like the bucket, or S3."""
+
+    target: str | None = Field(
+        default=None, description="s3://bucket or a folder; default folder <home>/bucket."
+    )
+    prefix: str = "banlists"
+    entity_hash_key: SecretStr = SecretStr("farmwatch-local-demo-key")
+
+    def target_for(self, home: Path) -> str:
+        """Publishing target, defaulting to the local stand-in for the bucket."""
+        return self.target or str((home / "bucket").resolve())
+
+
+class Settings(BaseSettings):
+    """All of farmwatch's configuration, one section per concern."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FARMWATCH_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    spark: SparkSettings = SparkSettings()
+    lake: LakeSettings = LakeSettings()
+    ingest: IngestSettings = IngestSettings()
+    graph: GraphSettings = GraphSettings()
+    model: ModelSettings = ModelSettings()
+    bans: BanSettings = BanSettings()
+    publish: PublishSettings = PublishSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order: explicit arguments, environment, then the TOML file, then defaults."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("FARMWATCH_CONFIG")
+        if config_file:
+            path = Path(config_file)
+            if not path.is_file():
+                raise FileNotFoundError(f"FARMWATCH_CONFIG points at {path}, which is not a file")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @property
+    def home(self) -> Path:
+        """Root folder for local state (lake, runs, MLflow database, bucket stand-in)."""
+        return self.lake.home.resolve()
+
+    def fingerprint(self) -> str:
+        """Stable sha256 of the non-secret settings, recorded in manifests and MLflow."""
+        payload = self.model_dump(mode="json", exclude={"publish": {"entity_hash_key"}})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from defaults, an optional TOML file, the environment and overrides.
+
+    Args:
+        config_file: TOML file whose tables mirror the sections (``[spark]``, ``[graph]``, ...).
+        **overrides: section objects or dicts that win over everything else (used by tests).
+
+    Returns:
+        The frozen settings object.
+    """
+    if config_file is not None:
+        os.environ["FARMWATCH_CONFIG"] = str(config_file)
+    return Settings(**overrides)

@@ -1,0 +1,212 @@
+"""Ingest and validate: enforce the data contracts on the input tables for one run.
+
+In: the raw Parquet tables of :mod:`jobs.contracts` under the lake, a run date and a look-back
+window. Out, per table: accepted rows (typed to the contract), quarantined rows (the raw row as
+JSON plus a ``reason``), and counts where ``read = accepted + quarantined``. Called by the nightly
+flow's ingest task and by training; :func:`validate_table` is the pure transform the tests use.
+
+A row is *read* when its event time falls in the window ``[run_date - lookback, run_date]`` or
+cannot be used at all (null, unparseable or impossible); rows cleanly outside the window are not
+part of this run and are counted separately as ``out_of_window``. Reasons: ``null_key:<col>``,
+``bad_type:<col>``, ``bad_value:<col>``, ``impossible_ts``, ``duplicate``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+from pyspark.errors import AnalysisException
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from jobs.config import Settings
+from jobs.contracts import INPUT_TABLES, TableContract
+
+REASON = "reason"
+
+
+class InputTableError(RuntimeError):
+    """An input table is missing, unreadable or lacks contract columns."""
+
+
+@dataclass(frozen=True)
+class TableCounts:
+    """Row accounting for one table in one run."""
+
+    table: str
+    read: int
+    accepted: int
+    quarantined: int
+    out_of_window: int
+
+    @property
+    def reconciles(self) -> bool:
+        """True when every read row is either accepted or quarantined."""
+        return self.read == self.accepted + self.quarantined
+
+
+@dataclass(frozen=True)
+class RunWindow:
+    """The time span one run looks at, plus the sanity bounds for timestamps."""
+
+    start: datetime
+    end: datetime
+    earliest_valid: datetime
+    latest_valid: datetime
+
+    @classmethod
+    def for_run(
+        cls, run_date: date, lookback_days: int, earliest: str, future_skew_hours: int,
+        now: datetime | None = None,
+    ) -> RunWindow:
+        """Window ending at the end of ``run_date`` (exclusive) and starting lookback days back."""
+        end = datetime.combine(run_date, datetime.min.time()) + timedelta(days=1)
+        now = now or datetime.utcnow()
+        return cls(
+            start=end - timedelta(days=lookback_days),
+            end=end,
+            earliest_valid=datetime.fromisoformat(earliest),
+            latest_valid=max(now, end) + timedelta(hours=future_skew_hours),
+        )
+
+
+def _reason_checks(contract: TableContract, raw: DataFrame, window: RunWindow) -> list[Column]:
+    """One nullable reason string per check; null means the check passed."""
+    checks: list[Column] = []
+    for column in contract.columns:
+        source = F.col(column.name)
+        typed = source.try_cast(column.dtype)
+        if raw.schema[column.name].dataType != column.dtype:
+            checks.append(F.when(source.isNotNull() & typed.isNull(),
+                                 F.lit(f"bad_type:{column.name}")))
+        if column.name in contract.key_columns:
+            checks.append(F.when(source.isNull(), F.lit(f"null_key:{column.name}")))
+        if column.name in contract.allowed_values:
+            allowed = list(contract.allowed_values[column.name])
+            checks.append(F.when(typed.isNotNull() & ~typed.isin(allowed),
+                                 F.lit(f"bad_value:{column.name}")))
+        if column.name in contract.non_negative:
+            checks.append(F.when(typed < 0, F.lit(f"bad_value:{column.name}")))
+    if contract.time_column:
+        ts = F.col(contract.time_column).try_cast("timestamp")
+        checks.append(F.when(
+            (ts < F.lit(window.earliest_valid)) | (ts > F.lit(window.latest_valid)),
+            F.lit("impossible_ts"),
+        ))
+    return checks
+
+
+def validate_table(
+    raw: DataFrame, contract: TableContract, window: RunWindow
+) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """Split one raw table into accepted and quarantined rows.
+
+    Args:
+        raw: the table as read (any column types; extra columns are ignored).
+        contract: the contract to enforce.
+        window: the run's time window and timestamp sanity bounds.
+
+    Returns:
+        ``(accepted, quarantined, out_of_window)``: accepted rows typed to the contract;
+        quarantined rows with ``table``, ``reason`` and ``raw`` (the row as JSON); rows cleanly
+        outside the window (only ``account_id``, for counting).
+
+    Raises:
+        ValueError: a contract column is missing (the message names the table and column).
+    """
+    missing = [c for c in contract.column_names if c not in raw.columns]
+    if missing:
+        raise ValueError(f"table {contract.name!r} is missing contract column(s) {missing}")
+    raw = raw.select(*contract.column_names)
+    checks = _reason_checks(contract, raw, window)
+    reasons = F.concat_ws(";", F.filter(F.array(*checks), lambda r: r.isNotNull()))
+    checked = raw.withColumn(REASON, F.when(reasons != "", reasons))
+    if contract.time_column:
+        ts = F.col(contract.time_column).try_cast("timestamp")
+        usable = F.col(REASON).isNull()
+        outside = usable & (
+            (ts >= F.lit(window.end))
+            | ((ts < F.lit(window.start)) if contract.windowed else F.lit(False))
+        )
+        out_of_window = checked.where(outside).select("account_id")
+        checked = checked.where(~outside)
+    else:
+        out_of_window = checked.limit(0).select("account_id")
+    raw_json = F.to_json(F.struct(*[F.col(c) for c in contract.column_names]))
+    order = Window.partitionBy(*contract.natural_key).orderBy(raw_json)
+    clean = checked.where(F.col(REASON).isNull())
+    ranked = clean.withColumn("_rank", F.row_number().over(order))
+    duplicates = ranked.where(F.col("_rank") > 1).drop("_rank").withColumn(
+        REASON, F.lit("duplicate"))
+    accepted = ranked.where(F.col("_rank") == 1).select(
+        *[F.col(c.name).try_cast(c.dtype).alias(c.name) for c in contract.columns]
+    )
+    quarantined = (
+        checked.where(F.col(REASON).isNotNull())
+        .unionByName(duplicates)
+        .select(F.lit(contract.name).alias("table"), F.col(REASON).alias("reason"),
+                raw_json.alias("raw"))
+    )
+    return accepted, quarantined, out_of_window
+
+
+def read_table(spark: SparkSession, lake: Path, contract: TableContract) -> DataFrame:
+    """Read one input table, failing with a message that names it."""
+    path = lake / contract.name
+    if not path.exists():
+        raise InputTableError(f"input table {contract.name!r} not found at {path}")
+    try:
+        df = spark.read.parquet(str(path))
+        df.schema  # noqa: B018 (forces the footer read so corrupt files fail here)
+    except AnalysisException as exc:
+        raise InputTableError(f"input table {contract.name!r} at {path} is unreadable: "
+                              f"{str(exc).splitlines()[0]}") from exc
+    return df
+
+
+def run(spark: SparkSession, settings: Settings, run_date: date, run_dir: Path,
+        now: datetime | None = None) -> dict[str, TableCounts]:
+    """Validate every input table for ``run_date``; write accepted and quarantine tables.
+
+    Writes ``<run_dir>/accepted/<table>``, ``<run_dir>/quarantine/<table>`` and
+    ``<run_dir>/ingest_counts.json``.
+
+    Returns:
+        Counts per table (each reconciles: read = accepted + quarantined).
+    """
+    window = RunWindow.for_run(run_date, settings.ingest.lookback_days,
+                               settings.ingest.earliest_valid_ts,
+                               settings.ingest.max_future_skew_hours, now)
+    counts: dict[str, TableCounts] = {}
+    for contract in INPUT_TABLES:
+        raw = read_table(spark, settings.lake.lake_path, contract)
+        try:
+            accepted, quarantined, outside = validate_table(raw, contract, window)
+        except ValueError as exc:
+            raise InputTableError(str(exc)) from exc
+        accepted_path = run_dir / "accepted" / contract.name
+        quarantine_path = run_dir / "quarantine" / contract.name
+        accepted.write.mode("overwrite").parquet(str(accepted_path))
+        quarantined.write.mode("overwrite").parquet(str(quarantine_path))
+        n_accepted = spark.read.parquet(str(accepted_path)).count()
+        n_quarantined = spark.read.parquet(str(quarantine_path)).count()
+        n_outside = outside.count()
+        n_read = raw.count() - n_outside
+        table_counts = TableCounts(contract.name, n_read, n_accepted, n_quarantined, n_outside)
+        if not table_counts.reconciles:
+            raise RuntimeError(f"row counts of {contract.name!r} do not reconcile: {table_counts}")
+        counts[contract.name] = table_counts
+    total_raw = {name: c.read + c.out_of_window for name, c in counts.items()}
+    (run_dir / "ingest_counts.json").write_text(json.dumps(
+        {"window": [window.start.isoformat(), window.end.isoformat()],
+         "tables": {k: asdict(v) for k, v in counts.items()}, "rows_in_lake": total_raw},
+        indent=2))
+    return counts
+
+
+def load_accepted(spark: SparkSession, run_dir: Path) -> dict[str, DataFrame]:
+    """The accepted tables written by :func:`run`."""
+    return {c.name: spark.read.parquet(str(run_dir / "accepted" / c.name)) for c in INPUT_TABLES}

@@ -1,0 +1,102 @@
+"""Run report: what a run found, and (on synthetic worlds) how right it was.
+
+In: the published ban list (pandas), the run's ``scores`` count and, when the lake holds one,
+the synthetic ``ground_truth`` table. Out: a summary dict (accounts scored, farm candidates,
+farms with bans, bans by action, precision and recall of bans against ground truth, campaign
+recall) and its rendering as a short text and a markdown table. Called by the nightly flow's
+report task and by the CLI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+
+def truth_metrics(banned: DataFrame, truth: DataFrame) -> dict[str, float]:
+    """Precision and recall of banned accounts against ground truth.
+
+    Args:
+        banned: ``account_id`` of accounts with action ``ban``.
+        truth: ``account_id, is_farm, is_campaign``.
+
+    Returns:
+        ``precision``, ``recall`` (all farm accounts), ``campaign_recall``, ``false_bans``.
+    """
+    for column in ("account_id", "is_farm", "is_campaign"):
+        if column not in truth.columns:
+            raise ValueError(f"ground_truth is missing column {column!r}")
+    flagged = truth.join(banned.select("account_id").withColumn("banned", F.lit(True)),
+                         "account_id", "left").fillna(False, subset=["banned"])
+    row = flagged.agg(
+        F.sum((F.col("banned") & F.col("is_farm")).cast("long")).alias("tp"),
+        F.sum((F.col("banned") & ~F.col("is_farm")).cast("long")).alias("fp"),
+        F.sum(F.col("is_farm").cast("long")).alias("farm"),
+        F.sum((F.col("banned") & F.col("is_campaign")).cast("long")).alias("camp_tp"),
+        F.sum(F.col("is_campaign").cast("long")).alias("camp"),
+    ).first()
+    tp, fp, farm = row["tp"] or 0, row["fp"] or 0, row["farm"] or 0
+    return {
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "recall": tp / farm if farm else 0.0,
+        "campaign_recall": (row["camp_tp"] or 0) / row["camp"] if row["camp"] else 0.0,
+        "false_bans": float(fp),
+    }
+
+
+def build_summary(
+    spark: SparkSession,
+    banlist: pd.DataFrame,
+    accounts_scored: int,
+    farm_candidates: int,
+    lake: Path,
+) -> dict[str, Any]:
+    """Summary figures of one run, with ground-truth metrics when the world has them."""
+    actions = banlist["action"].value_counts().to_dict() if len(banlist) else {}
+    bans = banlist[banlist["action"] == "ban"]
+    summary: dict[str, Any] = {
+        "accounts_scored": accounts_scored,
+        "farm_candidates": farm_candidates,
+        "farms_with_bans": int(bans["farm_id"].nunique()),
+        "banned": int(actions.get("ban", 0)),
+        "review": int(actions.get("review", 0)),
+        "watch": int(actions.get("watch", 0)),
+    }
+    truth_path = lake / "ground_truth"
+    if truth_path.exists():
+        banned = spark.createDataFrame(bans[["account_id"]].astype(str), "account_id string")
+        summary["ground_truth"] = truth_metrics(banned, spark.read.parquet(str(truth_path)))
+    return summary
+
+
+def render_text(summary: dict[str, Any]) -> str:
+    """A few lines for the terminal."""
+    lines = [
+        f"accounts scored : {summary['accounts_scored']:,}",
+        f"farm candidates : {summary['farm_candidates']:,} "
+        f"({summary['farms_with_bans']:,} with bans)",
+        f"accounts banned : {summary['banned']:,} (review {summary['review']:,}, "
+        f"watch {summary['watch']:,})",
+    ]
+    truth = summary.get("ground_truth")
+    if truth:
+        lines.append(
+            f"vs ground truth : precision {truth['precision']:.4f}, recall {truth['recall']:.4f},"
+            f" campaign recall {truth['campaign_recall']:.4f}, false bans "
+            f"{int(truth['false_bans'])}")
+    return "\n".join(lines)
+
+
+def render_markdown(summary: dict[str, Any]) -> str:
+    """A markdown table for the Prefect artifact."""
+    rows = [(k, v) for k, v in summary.items() if not isinstance(v, dict)]
+    for key, value in (summary.get("ground_truth") or {}).items():
+        rows.append((f"ground_truth.{key}", round(value, 4)))
+    for key, value in (summary.get("stage_seconds") or {}).items():
+        rows.append((f"seconds.{key}", round(value, 1)))
+    body = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return "| figure | value |\n|---|---|\n" + body
