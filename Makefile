@@ -1,0 +1,40 @@
+# farmwatch: the two commands of the README, and helpers they use.
+#   make demo   generate a small world, train, run the nightly flow, write a ban list
+#   make test   run the whole test suite
+# Both create (or reuse) .venv and install the pinned dependency set first.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.farmwatch-installed
+DEMO_ACCOUNTS ?= 20000
+
+.PHONY: demo test lint install check-java bench clean
+
+demo: install check-java
+	$(BIN)/farmwatch demo --accounts $(DEMO_ACCOUNTS)
+
+test: install check-java
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "farmwatch needs Python 3.11 (set PYTHON=/path/to/python3.11)"'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+check-java:
+	@$(BIN)/python -c 'from jobs.spark import check_java, JavaMissingError; import sys; \
+	exec("try:\n    print(\"java\", check_java())\nexcept JavaMissingError as e:\n    sys.exit(str(e))")'
+
+bench: install check-java
+	$(BIN)/python benchmarks/bench_generate.py --accounts 1000000
+
+clean:
+	rm -rf var .pytest_cache
