@@ -40,8 +40,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     lake = Path(args.lake).resolve() if args.lake else settings.lake.lake_path
     start = time.perf_counter()
     counts = generate(spark_for(settings), spec, lake)
-    print(f"generated {args.scenario} world ({args.accounts:,} accounts, seed {args.seed}) "
-          f"in {time.perf_counter() - start:.1f}s at {lake}")
+    print(
+        f"generated {args.scenario} world ({args.accounts:,} accounts, seed {args.seed}) "
+        f"in {time.perf_counter() - start:.1f}s at {lake}"
+    )
     print("operators: " + ", ".join(f"{k}={v:,}" for k, v in spec.operator_sizes().items()))
     print("rows: " + ", ".join(f"{k}={v:,}" for k, v in counts.items()))
     return 0
@@ -67,8 +69,9 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     from flows.nightly import nightly_flow
     from jobs.report import render_text
 
-    summary = nightly_flow(run_date=args.date, lookback_days=args.lookback_days,
-                           config_file=args.config)
+    summary = nightly_flow(
+        run_date=args.date, lookback_days=args.lookback_days, config_file=args.config
+    )
     print(f"nightly run {summary['run_date']} with model version {summary['model_version']}")
     print(render_text(summary))
     print(f"ban list: {summary['published']['store']}/{summary['published']['prefix']}/")
@@ -78,8 +81,15 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Generate a small world, train, run the nightly flow, print the summary."""
     start = time.perf_counter()
-    generate_args = argparse.Namespace(**{**vars(args), "scenario": "distillation-campaign",
-                                          "spec": None, "end_date": None, "lake": None})
+    generate_args = argparse.Namespace(
+        **{
+            **vars(args),
+            "scenario": "distillation-campaign",
+            "spec": None,
+            "end_date": None,
+            "lake": None,
+        }
+    )
     cmd_generate(generate_args)
     cmd_train(argparse.Namespace(**{**vars(args), "date": None}))
     cmd_nightly(argparse.Namespace(**{**vars(args), "date": None, "lookback_days": None}))
@@ -94,8 +104,7 @@ def cmd_banlist(args: argparse.Namespace) -> int:
     settings = _settings(args)
     store = store_for(settings.publish.target_for(settings.home))
     manifest, banlist = read_latest(store, settings.publish.prefix)
-    print(json.dumps({k: manifest[k] for k in ("run_date", "run_id", "counts", "model")},
-                     indent=2))
+    print(json.dumps({k: manifest[k] for k in ("run_date", "run_id", "counts", "model")}, indent=2))
     print(banlist.head(args.rows).to_string(index=False))
     return 0
 

@@ -31,12 +31,19 @@ from models.farm_model import load_champion
 @task(name="ingest", cache_policy=NO_CACHE)
 def ingest_task(settings: Settings, run_date: str, run_dir: Path) -> dict[str, Any]:
     """Validate inputs; accepted and quarantined rows are written under the run folder."""
-    counts = ingest.run(spark_for(settings), settings, datetime.fromisoformat(run_date).date(),
-                        run_dir)
+    counts = ingest.run(
+        spark_for(settings), settings, datetime.fromisoformat(run_date).date(), run_dir
+    )
     log = get_run_logger()
     for c in counts.values():
-        log.info("%s: read %d, accepted %d, quarantined %d, outside window %d",
-                 c.table, c.read, c.accepted, c.quarantined, c.out_of_window)
+        log.info(
+            "%s: read %d, accepted %d, quarantined %d, outside window %d",
+            c.table,
+            c.read,
+            c.accepted,
+            c.quarantined,
+            c.out_of_window,
+        )
     return {name: dataclasses.asdict(c) for name, c in counts.items()}
 
 
@@ -54,8 +61,13 @@ def features_task(settings: Settings, run_date: str, run_dir: Path) -> int:
     """Account and community features; returns the number of accounts."""
     spark = spark_for(settings)
     window_end = datetime.fromisoformat(run_date) + timedelta(days=1)
-    table = features.run(spark, ingest.load_accepted(spark, run_dir),
-                         communities.load(spark, run_dir), window_end, run_dir)
+    table = features.run(
+        spark,
+        ingest.load_accepted(spark, run_dir),
+        communities.load(spark, run_dir),
+        window_end,
+        run_dir,
+    )
     return table.count()
 
 
@@ -76,15 +88,19 @@ def score_task(settings: Settings, run_dir: Path, booster: Any, version: str) ->
 
 
 @task(name="publish", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 20])
-def publish_task(settings: Settings, run_date: str, run_dir: Path, version: str,
-                 ingest_counts: dict[str, Any]) -> dict[str, Any]:
+def publish_task(
+    settings: Settings, run_date: str, run_dir: Path, version: str, ingest_counts: dict[str, Any]
+) -> dict[str, Any]:
     """Assign actions and publish the ban list (``latest.json`` moves last)."""
     spark = spark_for(settings)
     scores = spark.read.parquet(str(run_dir / "scores"))
     listed = publish.assign_actions(scores, settings.bans).toPandas()
     store = publish.store_for(settings.publish.target_for(settings.home))
     result = publish.publish(
-        listed, store, settings.publish.prefix, run_date,
+        listed,
+        store,
+        settings.publish.prefix,
+        run_date,
         {"name": settings.model.registered_model, "version": version},
         settings.fingerprint(),
         {"lookback_days": settings.ingest.lookback_days, "tables": ingest_counts},
@@ -94,32 +110,46 @@ def publish_task(settings: Settings, run_date: str, run_dir: Path, version: str,
 
 
 @task(name="report", cache_policy=NO_CACHE)
-def report_task(settings: Settings, run_dir: Path, scored: int,
-                graph_summary: dict[str, Any], published: dict[str, Any],
-                stage_seconds: dict[str, float]) -> dict[str, Any]:
+def report_task(
+    settings: Settings,
+    run_dir: Path,
+    scored: int,
+    graph_summary: dict[str, Any],
+    published: dict[str, Any],
+    stage_seconds: dict[str, float],
+) -> dict[str, Any]:
     """Summary figures, ground-truth metrics on synthetic worlds, and a Prefect artifact."""
     import pandas as pd
 
     spark = spark_for(settings)
     listed = pd.read_parquet(run_dir / "banlist.parquet")
-    summary = report.build_summary(spark, listed, scored, graph_summary["farm_candidates"],
-                                   settings.lake.lake_path)
-    summary.update(published=published, components_backend=graph_summary["components_backend"],
-                   stage_seconds=stage_seconds)
+    summary = report.build_summary(
+        spark, listed, scored, graph_summary["farm_candidates"], settings.lake.lake_path
+    )
+    summary.update(
+        published=published,
+        components_backend=graph_summary["components_backend"],
+        stage_seconds=stage_seconds,
+    )
     (run_dir / "report.json").write_text(json.dumps(summary, indent=2, default=str))
-    create_markdown_artifact(key="farmwatch-nightly", markdown=report.render_markdown(summary),
-                             description="farmwatch nightly run summary")
+    create_markdown_artifact(
+        key="farmwatch-nightly",
+        markdown=report.render_markdown(summary),
+        description="farmwatch nightly run summary",
+    )
     return summary
 
 
 @flow(name="farmwatch-nightly", log_prints=True)
-def nightly_flow(run_date: str | None = None, lookback_days: int | None = None,
-                 config_file: str | None = None) -> dict[str, Any]:
+def nightly_flow(
+    run_date: str | None = None, lookback_days: int | None = None, config_file: str | None = None
+) -> dict[str, Any]:
     """Run the whole nightly batch for one date and return its summary."""
     settings = settings_for(config_file)
     if lookback_days is not None:
-        settings = settings.model_copy(update={"ingest": settings.ingest.model_copy(
-            update={"lookback_days": lookback_days})})
+        settings = settings.model_copy(
+            update={"ingest": settings.ingest.model_copy(update={"lookback_days": lookback_days})}
+        )
     day = resolve_run_date(settings, run_date).isoformat()
     run_dir = run_dir_for(settings, datetime.fromisoformat(day).date())
     seconds: dict[str, float] = {}

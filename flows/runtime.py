@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -23,6 +23,7 @@ _SESSION: SparkSession | None = None
 def configure_prefect_env(settings: Settings) -> None:
     """Keep Prefect's local state under the farmwatch home and its telemetry off."""
     os.environ.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 
@@ -47,7 +48,7 @@ def resolve_run_date(settings: Settings, run_date: str | None) -> date:
     world = settings.lake.lake_path / "_world.json"
     if world.is_file():
         return date.fromisoformat(json.loads(world.read_text())["end_date"])
-    return datetime.now(timezone.utc).date() - timedelta(days=1)
+    return datetime.now(UTC).date() - timedelta(days=1)
 
 
 def run_dir_for(settings: Settings, run_date: date) -> Path:

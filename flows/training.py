@@ -28,12 +28,18 @@ def train_task(settings: Settings, run_dir: Any, run_date: str) -> dict[str, Any
     labels = spark.read.parquet(str(run_dir / "accepted" / "labels"))
     training = build_training_set(table, labels, settings.model.test_fraction_by_time)
     result = train_and_register(
-        training, settings.model, settings.model.tracking_uri_for(settings.home),
+        training,
+        settings.model,
+        settings.model.tracking_uri_for(settings.home),
         settings.bans.ban_threshold,
         run_tags={"run_date": run_date, "config_fingerprint": settings.fingerprint()},
     )
-    get_run_logger().info("model version %s: %s (promoted=%s)", result["version"],
-                          result["metrics"], result["promoted"])
+    get_run_logger().info(
+        "model version %s: %s (promoted=%s)",
+        result["version"],
+        result["metrics"],
+        result["promoted"],
+    )
     return result
 
 

@@ -35,13 +35,16 @@ def assign_farms(components: DataFrame, min_farm_size: int) -> DataFrame:
     sizes = components.groupBy("component_id").agg(F.count("*").alias("community_size"))
     farm_id = F.concat(F.lit("farm_"), F.substring(F.sha2(F.col("component_id"), 256), 1, 12))
     return components.join(sizes, "component_id").select(
-        "account_id", "component_id", "community_size",
+        "account_id",
+        "component_id",
+        "community_size",
         F.when(F.col("community_size") >= min_farm_size, farm_id).alias("farm_id"),
     )
 
 
-def run(spark: SparkSession, settings: Settings, tables: dict[str, DataFrame],
-        run_dir: Path) -> dict[str, object]:
+def run(
+    spark: SparkSession, settings: Settings, tables: dict[str, DataFrame], run_dir: Path
+) -> dict[str, object]:
     """Build and write the graph and communities of one run; returns summary figures.
 
     Each table is written and read back before the next step uses it, which cuts the lineage
@@ -55,13 +58,18 @@ def run(spark: SparkSession, settings: Settings, tables: dict[str, DataFrame],
 
     key = settings.publish.entity_hash_key.get_secret_value()
     signups = tables["signups"]
-    entities = persist(account_entities(signups, tables["payments"], tables["ip_events"],
-                                        tables["api_usage"], key), "account_entities")
+    entities = persist(
+        account_entities(
+            signups, tables["payments"], tables["ip_events"], tables["api_usage"], key
+        ),
+        "account_entities",
+    )
     n_accounts = signups.count()
     stats = persist(entity_stats(entities, settings.graph, n_accounts), "entity_stats")
     links = persist(account_links(entities, stats), "account_links")
     components, backend = connected_components(
-        spark, signups.select("account_id"), links, settings.graph)
+        spark, signups.select("account_id"), links, settings.graph
+    )
     communities = persist(assign_farms(components, settings.graph.min_farm_size), "communities")
     farms = communities.where(F.col("farm_id").isNotNull())
     return {
@@ -78,5 +86,7 @@ def run(spark: SparkSession, settings: Settings, tables: dict[str, DataFrame],
 def load(spark: SparkSession, run_dir: Path) -> dict[str, DataFrame]:
     """The graph tables written by :func:`run`."""
     out = run_dir / "graph"
-    return {name: spark.read.parquet(str(out / name))
-            for name in ("account_entities", "entity_stats", "account_links", "communities")}
+    return {
+        name: spark.read.parquet(str(out / name))
+        for name in ("account_entities", "entity_stats", "account_links", "communities")
+    }

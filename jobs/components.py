@@ -28,10 +28,12 @@ from scipy.sparse.csgraph import connected_components as csgraph_components
 
 from jobs.config import GraphSettings
 
-OUTPUT_SCHEMA = T.StructType([
-    T.StructField("account_id", T.StringType(), False),
-    T.StructField("component_id", T.StringType(), False),
-])
+OUTPUT_SCHEMA = T.StructType(
+    [
+        T.StructField("account_id", T.StringType(), False),
+        T.StructField("component_id", T.StringType(), False),
+    ]
+)
 
 
 class BackendUnavailableError(RuntimeError):
@@ -81,10 +83,12 @@ def components_local(spark: SparkSession, vertices: DataFrame, edges: DataFrame)
     # smallest code per label = smallest account id (codes are sorted)
     smallest = np.full(labels.max() + 1 if n else 0, n, dtype=np.int64)
     np.minimum.at(smallest, labels, np.arange(n))
-    result = pd.DataFrame({
-        "account_id": np.asarray(uniques, dtype=object),
-        "component_id": np.asarray(uniques, dtype=object)[smallest[labels]],
-    })
+    result = pd.DataFrame(
+        {
+            "account_id": np.asarray(uniques, dtype=object),
+            "component_id": np.asarray(uniques, dtype=object)[smallest[labels]],
+        }
+    )
     return spark.createDataFrame(result, schema=OUTPUT_SCHEMA)
 
 
@@ -110,8 +114,7 @@ def _small_star(edges: DataFrame) -> DataFrame:
     both = _both_directions(edges)
     lower = both.where(F.col("b") < F.col("a"))
     smallest = lower.groupBy("a").agg(F.min("b").alias("m"))
-    neighbours = lower.join(smallest, "a").select(
-        F.col("b").alias("src"), F.col("m").alias("dst"))
+    neighbours = lower.join(smallest, "a").select(F.col("b").alias("src"), F.col("m").alias("dst"))
     centres = smallest.select(F.col("a").alias("src"), F.col("m").alias("dst"))
     return neighbours.unionByName(centres).where(F.col("src") != F.col("dst")).distinct()
 
@@ -151,14 +154,16 @@ def components_spark(
             current = current.localCheckpoint()
         # converged when no centre is itself attached to a smaller centre: stars only
         chained = current.select(F.col("dst").alias("node")).intersect(
-            current.select(F.col("src").alias("node")))
+            current.select(F.col("src").alias("node"))
+        )
         if chained.limit(1).count() == 0:
             break
     else:
         raise RuntimeError(f"spark components did not converge in {max_iterations} rounds")
     parents = current.groupBy("src").agg(F.min("dst").alias("component_id"))
     return (
-        vertices.select("account_id").distinct()
+        vertices.select("account_id")
+        .distinct()
         .join(parents.withColumnRenamed("src", "account_id"), "account_id", "left")
         .select("account_id", F.coalesce("component_id", "account_id").alias("component_id"))
     )
@@ -177,12 +182,12 @@ def components_graphframes(
         )
     from graphframes import GraphFrame  # imported only where the jar exists
 
-    graph = GraphFrame(vertices.select(F.col("account_id").alias("id")),
-                       edges.select("src", "dst"))
+    graph = GraphFrame(vertices.select(F.col("account_id").alias("id")), edges.select("src", "dst"))
     labelled = graph.connectedComponents(checkpointInterval=checkpoint_interval)
     smallest = labelled.groupBy("component").agg(F.min("id").alias("component_id"))
     return labelled.join(smallest, "component").select(
-        F.col("id").alias("account_id"), "component_id")
+        F.col("id").alias("account_id"), "component_id"
+    )
 
 
 def connected_components(
@@ -201,7 +206,9 @@ def connected_components(
     if backend == "local":
         return components_local(spark, vertices, edges), backend
     if backend == "graphframes":
-        return components_graphframes(spark, vertices, edges,
-                                      settings.spark_checkpoint_interval), backend
-    return components_spark(spark, vertices, edges, settings.spark_max_iterations,
-                            settings.spark_checkpoint_interval), backend
+        return components_graphframes(
+            spark, vertices, edges, settings.spark_checkpoint_interval
+        ), backend
+    return components_spark(
+        spark, vertices, edges, settings.spark_max_iterations, settings.spark_checkpoint_interval
+    ), backend

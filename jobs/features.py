@@ -18,19 +18,43 @@ from pyspark.sql import functions as F
 from jobs.graph import ENTITY_TYPES, ip24, require_columns
 
 ACCOUNT_FEATURES = (
-    "account_age_days", "first_use_delay_days", "active_days", "requests_total",
-    "requests_per_active_day", "requests_cv", "tokens_per_request", "prompt_diversity",
-    "active_hours_per_day", "hours_profile_changes", "n_payments", "decline_rate",
-    "chargebacks", "n_instruments", "virtual_card_share", "n_ips", "n_asns",
-    "hosting_vpn_share", "mobile_share", "ips_per_active_day", "hub_entities",
+    "account_age_days",
+    "first_use_delay_days",
+    "active_days",
+    "requests_total",
+    "requests_per_active_day",
+    "requests_cv",
+    "tokens_per_request",
+    "prompt_diversity",
+    "active_hours_per_day",
+    "hours_profile_changes",
+    "n_payments",
+    "decline_rate",
+    "chargebacks",
+    "n_instruments",
+    "virtual_card_share",
+    "n_ips",
+    "n_asns",
+    "hosting_vpn_share",
+    "mobile_share",
+    "ips_per_active_day",
+    "hub_entities",
     *(f"max_share_{t}" for t in ENTITY_TYPES),
 )
 COMMUNITY_FEATURES = (
-    "community_size", "community_log_size", "community_density", "community_signup_spread_h",
-    "community_signup_burst_share", "community_accounts_per_instrument",
-    "community_accounts_per_device", "community_accounts_per_ip24",
-    "community_email_shape_share", "community_prompt_share", "community_hours_share",
-    "community_mean_decline_rate", "community_mean_age_days",
+    "community_size",
+    "community_log_size",
+    "community_density",
+    "community_signup_spread_h",
+    "community_signup_burst_share",
+    "community_accounts_per_instrument",
+    "community_accounts_per_device",
+    "community_accounts_per_ip24",
+    "community_email_shape_share",
+    "community_prompt_share",
+    "community_hours_share",
+    "community_mean_decline_rate",
+    "community_mean_age_days",
 )
 FEATURE_COLUMNS: tuple[str, ...] = ACCOUNT_FEATURES + COMMUNITY_FEATURES
 
@@ -54,36 +78,50 @@ def account_features(
         ``account_id`` plus :data:`ACCOUNT_FEATURES`, one row per signed-up account.
     """
     require_columns(signups, "signups", ("account_id", "signup_ts"))
-    require_columns(api_usage, "api_usage",
-                    ("account_id", "usage_date", "requests", "tokens", "prompt_signature",
-                     "active_hours_mask"))
-    require_columns(payments, "payments", ("account_id", "instrument_fingerprint", "outcome",
-                                           "card_type"))
+    require_columns(
+        api_usage,
+        "api_usage",
+        ("account_id", "usage_date", "requests", "tokens", "prompt_signature", "active_hours_mask"),
+    )
+    require_columns(
+        payments, "payments", ("account_id", "instrument_fingerprint", "outcome", "card_type")
+    )
     require_columns(ip_events, "ip_events", ("account_id", "ip", "asn", "asn_type"))
     end = F.lit(window_end)
-    usage = api_usage.groupBy("account_id").agg(
-        F.min("usage_date").alias("first_use"),
-        F.count("*").alias("active_days"),
-        F.sum("requests").alias("requests_total"),
-        F.avg("requests").alias("requests_per_active_day"),
-        (F.stddev_pop("requests") / F.avg("requests")).alias("requests_cv"),
-        (F.sum("tokens") / F.sum("requests")).alias("tokens_per_request"),
-        F.countDistinct("prompt_signature").alias("n_prompts"),
-        F.avg(F.bit_count("active_hours_mask")).alias("active_hours_per_day"),
-        F.countDistinct("active_hours_mask").alias("n_profiles"),
-    ).select(
-        "account_id", "first_use", "active_days", "requests_total", "requests_per_active_day",
-        "requests_cv", "tokens_per_request", "active_hours_per_day",
-        (F.col("n_prompts") / F.col("active_days")).alias("prompt_diversity"),
-        (F.col("n_profiles") / F.col("active_days")).alias("hours_profile_changes"),
+    usage = (
+        api_usage.groupBy("account_id")
+        .agg(
+            F.min("usage_date").alias("first_use"),
+            F.count("*").alias("active_days"),
+            F.sum("requests").alias("requests_total"),
+            F.avg("requests").alias("requests_per_active_day"),
+            (F.stddev_pop("requests") / F.avg("requests")).alias("requests_cv"),
+            (F.sum("tokens") / F.sum("requests")).alias("tokens_per_request"),
+            F.countDistinct("prompt_signature").alias("n_prompts"),
+            F.avg(F.bit_count("active_hours_mask")).alias("active_hours_per_day"),
+            F.countDistinct("active_hours_mask").alias("n_profiles"),
+        )
+        .select(
+            "account_id",
+            "first_use",
+            "active_days",
+            "requests_total",
+            "requests_per_active_day",
+            "requests_cv",
+            "tokens_per_request",
+            "active_hours_per_day",
+            (F.col("n_prompts") / F.col("active_days")).alias("prompt_diversity"),
+            (F.col("n_profiles") / F.col("active_days")).alias("hours_profile_changes"),
+        )
     )
     pay = payments.groupBy("account_id").agg(
         F.count("*").alias("n_payments"),
         F.avg((F.col("outcome") == "declined").cast("double")).alias("decline_rate"),
         F.sum((F.col("outcome") == "chargeback").cast("int")).alias("chargebacks"),
         F.countDistinct("instrument_fingerprint").alias("n_instruments"),
-        F.avg(F.col("card_type").isin("virtual", "prepaid").cast("double"))
-        .alias("virtual_card_share"),
+        F.avg(F.col("card_type").isin("virtual", "prepaid").cast("double")).alias(
+            "virtual_card_share"
+        ),
     )
     net = ip_events.groupBy("account_id").agg(
         F.countDistinct("ip").alias("n_ips"),
@@ -92,16 +130,20 @@ def account_features(
         F.avg((F.col("asn_type") == "mobile").cast("double")).alias("mobile_share"),
     )
     sharing = (
-        entities.join(stats.select("entity_type", "entity_id", "degree", "is_hub"),
-                      ["entity_type", "entity_id"])
+        entities.join(
+            stats.select("entity_type", "entity_id", "degree", "is_hub"),
+            ["entity_type", "entity_id"],
+        )
         .groupBy("account_id")
         .pivot("entity_type", list(ENTITY_TYPES))
         .agg(F.max("degree"))
     )
     hubs = (
-        entities.join(stats.where("is_hub").select("entity_type", "entity_id"),
-                      ["entity_type", "entity_id"])
-        .groupBy("account_id").agg(F.count("*").alias("hub_entities"))
+        entities.join(
+            stats.where("is_hub").select("entity_type", "entity_id"), ["entity_type", "entity_id"]
+        )
+        .groupBy("account_id")
+        .agg(F.count("*").alias("hub_entities"))
     )
     for entity_type in ENTITY_TYPES:
         sharing = sharing.withColumnRenamed(entity_type, f"max_share_{entity_type}")
@@ -116,8 +158,9 @@ def account_features(
     return joined.select(
         "account_id",
         _days_between(end, F.col("signup_ts")).alias("account_age_days"),
-        F.coalesce(_days_between(F.col("first_use").cast("timestamp"), F.col("signup_ts")),
-                   F.lit(-1.0)).alias("first_use_delay_days"),
+        F.coalesce(
+            _days_between(F.col("first_use").cast("timestamp"), F.col("signup_ts")), F.lit(-1.0)
+        ).alias("first_use_delay_days"),
         F.col("active_days"),
         F.col("requests_total"),
         F.col("requests_per_active_day"),
@@ -144,8 +187,7 @@ def account_features(
 def _modal_share(values: DataFrame, group: str, value: str, name: str) -> DataFrame:
     """Share of the most common ``value`` among a group's rows."""
     counts = values.groupBy(group, value).count()
-    return counts.groupBy(group).agg(
-        (F.max("count") / F.sum("count")).alias(name))
+    return counts.groupBy(group).agg((F.max("count") / F.sum("count")).alias(name))
 
 
 def community_features(
@@ -176,31 +218,51 @@ def community_features(
     sizes = member.groupBy("component_id").agg(F.count("*").alias("community_size"))
     edges = (
         links.join(member.withColumnRenamed("account_id", "src"), "src")
-        .groupBy("component_id").agg(F.count("*").alias("n_edges"))
+        .groupBy("component_id")
+        .agg(F.count("*").alias("n_edges"))
     )
     signup_hours = signups.select(
-        "account_id", (F.unix_timestamp("signup_ts") / 3600.0).alias("signup_h"),
+        "account_id",
+        (F.unix_timestamp("signup_ts") / 3600.0).alias("signup_h"),
         F.date_trunc("hour", "signup_ts").alias("signup_hour"),
-        F.regexp_replace(F.regexp_replace(F.lower(F.substring_index("email", "@", 1)),
-                                          "[a-z]+", "a"), "[0-9]+", "9").alias("shape"),
+        F.regexp_replace(
+            F.regexp_replace(F.lower(F.substring_index("email", "@", 1)), "[a-z]+", "a"),
+            "[0-9]+",
+            "9",
+        ).alias("shape"),
     ).join(member, "account_id")
     spread = signup_hours.groupBy("component_id").agg(
-        F.stddev_pop("signup_h").alias("community_signup_spread_h"))
-    burst = _modal_share(signup_hours, "component_id", "signup_hour",
-                         "community_signup_burst_share")
+        F.stddev_pop("signup_h").alias("community_signup_spread_h")
+    )
+    burst = _modal_share(
+        signup_hours, "component_id", "signup_hour", "community_signup_burst_share"
+    )
     shape = _modal_share(signup_hours, "component_id", "shape", "community_email_shape_share")
     usage = api_usage.join(member, "account_id")
     prompt = _modal_share(usage, "component_id", "prompt_signature", "community_prompt_share")
     hours = _modal_share(usage, "component_id", "active_hours_mask", "community_hours_share")
-    instruments = payments.join(member, "account_id").groupBy("component_id").agg(
-        F.countDistinct("instrument_fingerprint").alias("n_instr"))
-    devices = signups.join(member, "account_id").groupBy("component_id").agg(
-        F.countDistinct("device_fingerprint").alias("n_dev"))
-    nets = ip_events.join(member, "account_id").groupBy("component_id").agg(
-        F.countDistinct(ip24(F.col("ip"))).alias("n_ip24"))
-    means = accounts.join(member, "account_id").groupBy("component_id").agg(
-        F.avg("decline_rate").alias("community_mean_decline_rate"),
-        F.avg("account_age_days").alias("community_mean_age_days"),
+    instruments = (
+        payments.join(member, "account_id")
+        .groupBy("component_id")
+        .agg(F.countDistinct("instrument_fingerprint").alias("n_instr"))
+    )
+    devices = (
+        signups.join(member, "account_id")
+        .groupBy("component_id")
+        .agg(F.countDistinct("device_fingerprint").alias("n_dev"))
+    )
+    nets = (
+        ip_events.join(member, "account_id")
+        .groupBy("component_id")
+        .agg(F.countDistinct(ip24(F.col("ip"))).alias("n_ip24"))
+    )
+    means = (
+        accounts.join(member, "account_id")
+        .groupBy("component_id")
+        .agg(
+            F.avg("decline_rate").alias("community_mean_decline_rate"),
+            F.avg("account_age_days").alias("community_mean_age_days"),
+        )
     )
     out = sizes
     for part in (edges, spread, burst, shape, prompt, hours, instruments, devices, nets, means):
@@ -211,7 +273,8 @@ def community_features(
         "component_id",
         size.alias("community_size"),
         F.log1p(size).alias("community_log_size"),
-        F.when(pairs > 0, F.coalesce(F.col("n_edges"), F.lit(0)) / pairs).otherwise(0.0)
+        F.when(pairs > 0, F.coalesce(F.col("n_edges"), F.lit(0)) / pairs)
+        .otherwise(0.0)
         .alias("community_density"),
         "community_signup_spread_h",
         "community_signup_burst_share",
@@ -238,26 +301,46 @@ def feature_table(accounts: DataFrame, communities: DataFrame, groups: DataFrame
         ``account_id, farm_id, component_id`` and :data:`FEATURE_COLUMNS` as doubles, nulls 0.
     """
     require_columns(communities, "communities", ("account_id", "component_id", "farm_id"))
-    joined = accounts.join(communities.select("account_id", "component_id", "farm_id"),
-                           "account_id", "left").join(groups, "component_id", "left")
+    joined = accounts.join(
+        communities.select("account_id", "component_id", "farm_id"), "account_id", "left"
+    ).join(groups, "component_id", "left")
     return joined.select(
-        "account_id", "farm_id", "component_id",
+        "account_id",
+        "farm_id",
+        "component_id",
         *[F.coalesce(F.col(c).cast("double"), F.lit(0.0)).alias(c) for c in FEATURE_COLUMNS],
     )
 
 
-def run(spark: SparkSession, tables: dict[str, DataFrame], graph: dict[str, DataFrame],
-        window_end: datetime, run_dir: Path) -> DataFrame:
+def run(
+    spark: SparkSession,
+    tables: dict[str, DataFrame],
+    graph: dict[str, DataFrame],
+    window_end: datetime,
+    run_dir: Path,
+) -> DataFrame:
     """Compute and write ``<run_dir>/features``; returns the written table."""
-    accounts = account_features(tables["signups"], tables["payments"], tables["ip_events"],
-                                tables["api_usage"], graph["account_entities"],
-                                graph["entity_stats"], window_end)
+    accounts = account_features(
+        tables["signups"],
+        tables["payments"],
+        tables["ip_events"],
+        tables["api_usage"],
+        graph["account_entities"],
+        graph["entity_stats"],
+        window_end,
+    )
     path = run_dir / "account_features"
     accounts.write.mode("overwrite").parquet(str(path))
     accounts = spark.read.parquet(str(path))
-    groups = community_features(graph["communities"], graph["account_links"], accounts,
-                                tables["signups"], tables["payments"], tables["ip_events"],
-                                tables["api_usage"])
+    groups = community_features(
+        graph["communities"],
+        graph["account_links"],
+        accounts,
+        tables["signups"],
+        tables["payments"],
+        tables["ip_events"],
+        tables["api_usage"],
+    )
     features = feature_table(accounts, graph["communities"], groups)
     features.write.mode("overwrite").parquet(str(run_dir / "features"))
     return spark.read.parquet(str(run_dir / "features"))

@@ -364,12 +364,15 @@ class WorldGenerator:
         farm_drip_ts = ws_s - 7 * day + d.u("signup", "idx") * F.col("signup_spread_days") * day
         sleeper_ts = ws_s - 60 * day + d.u("signup", "idx") * 30 * day
         return F.floor(
-            F.when(F.col("is_sleeper"), sleeper_ts)
-            .when((seg == "farm") & (F.col("signup_mode") == "burst"), farm_burst_ts)
-            .when(seg == "farm", farm_drip_ts)
-            .when(seg == "university", uni_ts)
-            .when(seg == "spike", spike_ts)
-            .otherwise(legit_ts)
+            F.least(
+                F.lit(end_s - 1),
+                F.when(F.col("is_sleeper"), sleeper_ts)
+                .when((seg == "farm") & (F.col("signup_mode") == "burst"), farm_burst_ts)
+                .when(seg == "farm", farm_drip_ts)
+                .when(seg == "university", uni_ts)
+                .when(seg == "spike", spike_ts)
+                .otherwise(legit_ts),
+            )
         )
 
     def signups(self, accounts: DataFrame) -> DataFrame:
@@ -681,7 +684,7 @@ class WorldGenerator:
         )
 
     def labels(self, accounts: DataFrame) -> DataFrame:
-        """The ``labels`` table: a share of farm accounts confirmed fraud, some customers verified."""
+        """The ``labels`` table: some farm accounts confirmed fraud, some customers verified."""
         d, spec, pop = self.draw, self.spec, self.spec.population
         is_farm = F.col("segment") == "farm"
         labelled = F.when(is_farm, d.u("label", "idx") < F.col("label_share")).otherwise(
@@ -712,6 +715,47 @@ class WorldGenerator:
             source.alias("source"),
         )
 
+    def _inject_malformed(self, table: DataFrame, name: str) -> DataFrame:
+        """Break a small, seeded share of rows the way real feeds break.
+
+        A picked row gets one of: a null ``account_id``, a 1970 timestamp, an out-of-contract
+        value (negative ``requests`` or an unknown ``event_type``), or a duplicate copy. Ingest
+        must quarantine all of them; ``WorldSpec.malformed_share = 0`` turns this off.
+        """
+        share = self.spec.malformed_share
+        if share <= 0:
+            return table
+        d = self.draw
+        row_key = F.concat_ws("|", *[F.col(c).cast("string") for c in table.columns])
+        picked = d.u(f"bad_{name}", row_key) < share
+        kind = F.floor(d.u(f"bad_kind_{name}", row_key) * 4)
+        time_col = "usage_date" if name == "api_usage" else "event_ts"
+        epoch = F.lit("1970-01-01").cast(table.schema[time_col].dataType)
+        broken = (
+            table.where(picked & (kind < 3))
+            .withColumn("_kind", kind)
+            .withColumn(
+                "account_id",
+                F.when(F.col("_kind") == 0, F.lit(None)).otherwise(F.col("account_id")),
+            )
+            .withColumn(time_col, F.when(F.col("_kind") == 1, epoch).otherwise(F.col(time_col)))
+        )
+        if name == "api_usage":
+            broken = broken.withColumn(
+                "requests", F.when(F.col("_kind") == 2, F.lit(-5)).otherwise(F.col("requests"))
+            )
+        else:
+            broken = broken.withColumn(
+                "event_type",
+                F.when(F.col("_kind") == 2, F.lit("teleport")).otherwise(F.col("event_type")),
+            )
+        duplicates = table.where(picked & (kind == 3))
+        return (
+            table.where(~(picked & (kind < 3)))
+            .unionByName(broken.drop("_kind"))
+            .unionByName(duplicates)
+        )
+
     def ground_truth(self, accounts: DataFrame) -> DataFrame:
         """The ``ground_truth`` table (evaluation only)."""
         return accounts.select(
@@ -731,8 +775,8 @@ class WorldGenerator:
         out = {
             "signups": signups,
             "payments": self.payments(accounts),
-            "ip_events": self.ip_events(accounts),
-            "api_usage": self.api_usage(accounts),
+            "ip_events": self._inject_malformed(self.ip_events(accounts), "ip_events"),
+            "api_usage": self._inject_malformed(self.api_usage(accounts), "api_usage"),
             "labels": self.labels(accounts),
             "ground_truth": self.ground_truth(accounts),
         }

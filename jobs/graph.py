@@ -23,13 +23,26 @@ from jobs.config import GraphSettings
 # Hard keys identify one thing an operator must pay for or control; they link accounts.
 LINK_ENTITY_TYPES = ("instrument", "device", "ip", "email")
 # Soft keys are cheap for a farm to share and common among strangers; they are features only.
-SOFT_ENTITY_TYPES = ("bin_postcode", "ip24_asn_day", "email_shape", "signup_minute_asn",
-                     "prompt", "client")
+SOFT_ENTITY_TYPES = (
+    "bin_postcode",
+    "ip24_asn_day",
+    "email_shape",
+    "signup_minute_asn",
+    "prompt",
+    "client",
+)
 ENTITY_TYPES = LINK_ENTITY_TYPES + SOFT_ENTITY_TYPES
 
 _REQUIRED = {
-    "signups": ("account_id", "signup_ts", "email", "signup_ip", "signup_asn",
-                "device_fingerprint", "client_fingerprint"),
+    "signups": (
+        "account_id",
+        "signup_ts",
+        "email",
+        "signup_ip",
+        "signup_asn",
+        "device_fingerprint",
+        "client_fingerprint",
+    ),
     "payments": ("account_id", "instrument_fingerprint", "card_bin", "billing_postcode"),
     "ip_events": ("account_id", "event_ts", "ip", "asn"),
     "api_usage": ("account_id", "prompt_signature", "client_fingerprint"),
@@ -48,8 +61,9 @@ def normalise_email(email: Column) -> Column:
     email = F.lower(F.trim(email))
     local = F.regexp_replace(F.substring_index(email, "@", 1), r"\+.*$", "")
     domain = F.substring_index(email, "@", -1)
-    local = F.when(domain.isin("gmail.com", "googlemail.com"),
-                   F.regexp_replace(local, r"\.", "")).otherwise(local)
+    local = F.when(
+        domain.isin("gmail.com", "googlemail.com"), F.regexp_replace(local, r"\.", "")
+    ).otherwise(local)
     return F.concat(local, F.lit("@"), domain)
 
 
@@ -85,13 +99,18 @@ def account_entities(
     Returns:
         Distinct ``account_id, entity_type, entity_id`` rows.
     """
-    for name, df in (("signups", signups), ("payments", payments), ("ip_events", ip_events),
-                     ("api_usage", api_usage)):
+    for name, df in (
+        ("signups", signups),
+        ("payments", payments),
+        ("ip_events", ip_events),
+        ("api_usage", api_usage),
+    ):
         require_columns(df, name, _REQUIRED[name])
 
     def pairs(df: DataFrame, entity_type: str, value: Column) -> DataFrame:
-        return df.select("account_id", F.lit(entity_type).alias("entity_type"),
-                         value.alias("value")).where(F.col("value").isNotNull())
+        return df.select(
+            "account_id", F.lit(entity_type).alias("entity_type"), value.alias("value")
+        ).where(F.col("value").isNotNull())
 
     parts = [
         pairs(payments, "instrument", F.col("instrument_fingerprint")),
@@ -99,15 +118,29 @@ def account_entities(
         pairs(signups, "ip", F.col("signup_ip")),
         pairs(ip_events, "ip", F.col("ip")),
         pairs(signups, "email", normalise_email(F.col("email"))),
-        pairs(payments, "bin_postcode",
-              F.concat_ws("|", F.col("card_bin"), F.col("billing_postcode"))),
-        pairs(ip_events, "ip24_asn_day",
-              F.concat_ws("|", ip24(F.col("ip")), F.col("asn").cast("string"),
-                          F.to_date("event_ts").cast("string"))),
+        pairs(
+            payments, "bin_postcode", F.concat_ws("|", F.col("card_bin"), F.col("billing_postcode"))
+        ),
+        pairs(
+            ip_events,
+            "ip24_asn_day",
+            F.concat_ws(
+                "|",
+                ip24(F.col("ip")),
+                F.col("asn").cast("string"),
+                F.to_date("event_ts").cast("string"),
+            ),
+        ),
         pairs(signups, "email_shape", email_shape(F.col("email"))),
-        pairs(signups, "signup_minute_asn",
-              F.concat_ws("|", F.date_trunc("minute", "signup_ts").cast("string"),
-                          F.col("signup_asn").cast("string"))),
+        pairs(
+            signups,
+            "signup_minute_asn",
+            F.concat_ws(
+                "|",
+                F.date_trunc("minute", "signup_ts").cast("string"),
+                F.col("signup_asn").cast("string"),
+            ),
+        ),
         pairs(api_usage, "prompt", F.col("prompt_signature")),
         pairs(signups, "client", F.col("client_fingerprint")),
         pairs(api_usage, "client", F.col("client_fingerprint")),
@@ -116,8 +149,8 @@ def account_entities(
     for part in parts[1:]:
         union = union.unionByName(part)
     entity_id = F.substring(
-        F.sha2(F.concat_ws(":", F.lit(hash_key), F.col("entity_type"), F.col("value")), 256),
-        1, 16)
+        F.sha2(F.concat_ws(":", F.lit(hash_key), F.col("entity_type"), F.col("value")), 256), 1, 16
+    )
     return union.select("account_id", "entity_type", entity_id.alias("entity_id")).distinct()
 
 
@@ -151,14 +184,13 @@ def account_links(entities: DataFrame, stats: DataFrame) -> DataFrame:
         Distinct undirected edges ``src < dst`` with the ``entity_type`` that made them.
     """
     linking = stats.where(
-        (~F.col("is_hub")) & (F.col("degree") >= 2)
-        & F.col("entity_type").isin(*LINK_ENTITY_TYPES)
+        (~F.col("is_hub")) & (F.col("degree") >= 2) & F.col("entity_type").isin(*LINK_ENTITY_TYPES)
     ).select("entity_type", "entity_id")
     members = entities.join(linking, ["entity_type", "entity_id"])
-    anchors = members.groupBy("entity_type", "entity_id").agg(
-        F.min("account_id").alias("anchor"))
+    anchors = members.groupBy("entity_type", "entity_id").agg(F.min("account_id").alias("anchor"))
     edges = members.join(anchors, ["entity_type", "entity_id"]).where(
-        F.col("account_id") != F.col("anchor"))
+        F.col("account_id") != F.col("anchor")
+    )
     return (
         edges.select(
             F.least("anchor", "account_id").alias("src"),

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -59,7 +58,11 @@ class RunWindow:
 
     @classmethod
     def for_run(
-        cls, run_date: date, lookback_days: int, earliest: str, future_skew_hours: int,
+        cls,
+        run_date: date,
+        lookback_days: int,
+        earliest: str,
+        future_skew_hours: int,
         now: datetime | None = None,
     ) -> RunWindow:
         """Window ending at the end of ``run_date`` (exclusive) and starting lookback days back."""
@@ -80,22 +83,26 @@ def _reason_checks(contract: TableContract, raw: DataFrame, window: RunWindow) -
         source = F.col(column.name)
         typed = source.try_cast(column.dtype)
         if raw.schema[column.name].dataType != column.dtype:
-            checks.append(F.when(source.isNotNull() & typed.isNull(),
-                                 F.lit(f"bad_type:{column.name}")))
+            checks.append(
+                F.when(source.isNotNull() & typed.isNull(), F.lit(f"bad_type:{column.name}"))
+            )
         if column.name in contract.key_columns:
             checks.append(F.when(source.isNull(), F.lit(f"null_key:{column.name}")))
         if column.name in contract.allowed_values:
             allowed = list(contract.allowed_values[column.name])
-            checks.append(F.when(typed.isNotNull() & ~typed.isin(allowed),
-                                 F.lit(f"bad_value:{column.name}")))
+            checks.append(
+                F.when(typed.isNotNull() & ~typed.isin(allowed), F.lit(f"bad_value:{column.name}"))
+            )
         if column.name in contract.non_negative:
             checks.append(F.when(typed < 0, F.lit(f"bad_value:{column.name}")))
     if contract.time_column:
         ts = F.col(contract.time_column).try_cast("timestamp")
-        checks.append(F.when(
-            (ts < F.lit(window.earliest_valid)) | (ts > F.lit(window.latest_valid)),
-            F.lit("impossible_ts"),
-        ))
+        checks.append(
+            F.when(
+                (ts < F.lit(window.earliest_valid)) | (ts > F.lit(window.latest_valid)),
+                F.lit("impossible_ts"),
+            )
+        )
     return checks
 
 
@@ -139,18 +146,27 @@ def validate_table(
     order = Window.partitionBy(*contract.natural_key).orderBy(raw_json)
     clean = checked.where(F.col(REASON).isNull())
     ranked = clean.withColumn("_rank", F.row_number().over(order))
-    duplicates = ranked.where(F.col("_rank") > 1).drop("_rank").withColumn(
-        REASON, F.lit("duplicate"))
+    duplicates = (
+        ranked.where(F.col("_rank") > 1).drop("_rank").withColumn(REASON, F.lit("duplicate"))
+    )
     accepted = ranked.where(F.col("_rank") == 1).select(
         *[F.col(c.name).try_cast(c.dtype).alias(c.name) for c in contract.columns]
     )
     quarantined = (
         checked.where(F.col(REASON).isNotNull())
         .unionByName(duplicates)
-        .select(F.lit(contract.name).alias("table"), F.col(REASON).alias("reason"),
-                raw_json.alias("raw"))
+        .select(
+            F.lit(contract.name).alias("table"),
+            F.col(REASON).alias("reason"),
+            raw_json.alias("raw"),
+        )
     )
     return accepted, quarantined, out_of_window
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def read_table(spark: SparkSession, lake: Path, contract: TableContract) -> DataFrame:
@@ -161,14 +177,20 @@ def read_table(spark: SparkSession, lake: Path, contract: TableContract) -> Data
     try:
         df = spark.read.parquet(str(path))
         df.schema  # noqa: B018 (forces the footer read so corrupt files fail here)
-    except AnalysisException as exc:
-        raise InputTableError(f"input table {contract.name!r} at {path} is unreadable: "
-                              f"{str(exc).splitlines()[0]}") from exc
+    except Exception as exc:  # AnalysisException, SparkException, Py4JJavaError...
+        raise InputTableError(
+            f"input table {contract.name!r} at {path} is unreadable: {_first_line(exc)}"
+        ) from exc
     return df
 
 
-def run(spark: SparkSession, settings: Settings, run_date: date, run_dir: Path,
-        now: datetime | None = None) -> dict[str, TableCounts]:
+def run(
+    spark: SparkSession,
+    settings: Settings,
+    run_date: date,
+    run_dir: Path,
+    now: datetime | None = None,
+) -> dict[str, TableCounts]:
     """Validate every input table for ``run_date``; write accepted and quarantine tables.
 
     Writes ``<run_dir>/accepted/<table>``, ``<run_dir>/quarantine/<table>`` and
@@ -177,9 +199,13 @@ def run(spark: SparkSession, settings: Settings, run_date: date, run_dir: Path,
     Returns:
         Counts per table (each reconciles: read = accepted + quarantined).
     """
-    window = RunWindow.for_run(run_date, settings.ingest.lookback_days,
-                               settings.ingest.earliest_valid_ts,
-                               settings.ingest.max_future_skew_hours, now)
+    window = RunWindow.for_run(
+        run_date,
+        settings.ingest.lookback_days,
+        settings.ingest.earliest_valid_ts,
+        settings.ingest.max_future_skew_hours,
+        now,
+    )
     counts: dict[str, TableCounts] = {}
     for contract in INPUT_TABLES:
         raw = read_table(spark, settings.lake.lake_path, contract)
@@ -189,8 +215,13 @@ def run(spark: SparkSession, settings: Settings, run_date: date, run_dir: Path,
             raise InputTableError(str(exc)) from exc
         accepted_path = run_dir / "accepted" / contract.name
         quarantine_path = run_dir / "quarantine" / contract.name
-        accepted.write.mode("overwrite").parquet(str(accepted_path))
-        quarantined.write.mode("overwrite").parquet(str(quarantine_path))
+        try:
+            accepted.write.mode("overwrite").parquet(str(accepted_path))
+            quarantined.write.mode("overwrite").parquet(str(quarantine_path))
+        except Exception as exc:  # corrupt data files surface only when rows are read
+            raise InputTableError(
+                f"input table {contract.name!r} could not be read: {_first_line(exc)}"
+            ) from exc
         n_accepted = spark.read.parquet(str(accepted_path)).count()
         n_quarantined = spark.read.parquet(str(quarantine_path)).count()
         n_outside = outside.count()
@@ -200,10 +231,16 @@ def run(spark: SparkSession, settings: Settings, run_date: date, run_dir: Path,
             raise RuntimeError(f"row counts of {contract.name!r} do not reconcile: {table_counts}")
         counts[contract.name] = table_counts
     total_raw = {name: c.read + c.out_of_window for name, c in counts.items()}
-    (run_dir / "ingest_counts.json").write_text(json.dumps(
-        {"window": [window.start.isoformat(), window.end.isoformat()],
-         "tables": {k: asdict(v) for k, v in counts.items()}, "rows_in_lake": total_raw},
-        indent=2))
+    (run_dir / "ingest_counts.json").write_text(
+        json.dumps(
+            {
+                "window": [window.start.isoformat(), window.end.isoformat()],
+                "tables": {k: asdict(v) for k, v in counts.items()},
+                "rows_in_lake": total_raw,
+            },
+            indent=2,
+        )
+    )
     return counts
 
 

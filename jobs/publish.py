@@ -65,8 +65,10 @@ class LocalStore:
 def store_for(target: str) -> LocalStore:
     """The store for a target (a local folder; ``s3://`` targets are not supported yet)."""
     if target.startswith(("s3://", "s3a://")):
-        raise ValueError(f"publishing to {target} needs the S3 writer, which is not built yet; "
-                         "set FARMWATCH_PUBLISH__TARGET to a folder")
+        raise ValueError(
+            f"publishing to {target} needs the S3 writer, which is not built yet; "
+            "set FARMWATCH_PUBLISH__TARGET to a folder"
+        )
     return LocalStore(target)
 
 
@@ -94,13 +96,14 @@ def farm_summary(banlist: pd.DataFrame) -> pd.DataFrame:
     """Per farm: accounts listed, banned, mean and min score of the banned."""
     farms = banlist[banlist["farm_id"].notna()]
     if farms.empty:
-        return pd.DataFrame(columns=["farm_id", "accounts_listed", "accounts_banned",
-                                     "mean_score"])
+        return pd.DataFrame(columns=["farm_id", "accounts_listed", "accounts_banned", "mean_score"])
     return (
         farms.groupby("farm_id")
-        .agg(accounts_listed=("account_id", "size"),
-             accounts_banned=("action", lambda a: int((a == "ban").sum())),
-             mean_score=("score", "mean"))
+        .agg(
+            accounts_listed=("account_id", "size"),
+            accounts_banned=("action", lambda a: int((a == "ban").sum())),
+            mean_score=("score", "mean"),
+        )
         .reset_index()
         .sort_values(["accounts_banned", "farm_id"], ascending=[False, True])
     )
@@ -125,8 +128,9 @@ class Published:
     manifest: dict[str, Any]
 
 
-def run_id_for(run_date: str, model_version: str, config_fingerprint: str,
-               input_digest: str) -> str:
+def run_id_for(
+    run_date: str, model_version: str, config_fingerprint: str, input_digest: str
+) -> str:
     """Deterministic run id: same date, model, config and inputs -> same folder."""
     text = "|".join((run_date, model_version, config_fingerprint, input_digest))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -159,9 +163,11 @@ def publish(
     if missing:
         raise ValueError(f"ban list is missing column(s) {missing}")
     banlist = banlist[list(BANLIST_COLUMNS)].sort_values(
-        ["action", "score", "account_id"], ascending=[True, False, True], ignore_index=True)
+        ["action", "score", "account_id"], ascending=[True, False, True], ignore_index=True
+    )
     input_digest = hashlib.sha256(
-        json.dumps(input_summary, sort_keys=True, default=str).encode()).hexdigest()
+        json.dumps(input_summary, sort_keys=True, default=str).encode()
+    ).hexdigest()
     run_id = run_id_for(run_date, model["version"], config_fingerprint, input_digest)
     run_prefix = f"{prefix}/dt={run_date}/run={run_id}"
     files = {
@@ -186,22 +192,24 @@ def publish(
         "status": "published",
         "counts": {a: int(counts.get(a, 0)) for a in ("ban", "review", "watch")},
         "farms_with_bans": int(banlist.loc[banlist["action"] == "ban", "farm_id"].nunique()),
-        "files": {name: {"sha256": checksums[name], "bytes": len(files[name])}
-                  for name in files},
+        "files": {name: {"sha256": checksums[name], "bytes": len(files[name])} for name in files},
         "model": model,
         "config_fingerprint": config_fingerprint,
         "inputs": input_summary,
     }
     manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
     store.put(f"{run_prefix}/manifest.json", manifest_bytes)
-    latest = {"run_date": run_date, "run_id": run_id, "prefix": run_prefix,
-              "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest()}
+    latest = {
+        "run_date": run_date,
+        "run_id": run_id,
+        "prefix": run_prefix,
+        "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+    }
     store.put(f"{prefix}/latest.json", json.dumps(latest, indent=2).encode())
     return Published(run_prefix, manifest)
 
 
-def read_latest(store: LocalStore, prefix: str = "banlists") -> tuple[dict[str, Any],
-                                                                      pd.DataFrame]:
+def read_latest(store: LocalStore, prefix: str = "banlists") -> tuple[dict[str, Any], pd.DataFrame]:
     """The manifest and ban list that ``latest.json`` points at (the consumer's entry point)."""
     if not store.exists(f"{prefix}/latest.json"):
         raise FileNotFoundError(f"no ban list published under {store.describe()}/{prefix}")

@@ -30,8 +30,9 @@ def truth_metrics(banned: DataFrame, truth: DataFrame) -> dict[str, float]:
     for column in ("account_id", "is_farm", "is_campaign"):
         if column not in truth.columns:
             raise ValueError(f"ground_truth is missing column {column!r}")
-    flagged = truth.join(banned.select("account_id").withColumn("banned", F.lit(True)),
-                         "account_id", "left").fillna(False, subset=["banned"])
+    flagged = truth.join(
+        banned.select("account_id").withColumn("banned", F.lit(True)), "account_id", "left"
+    ).fillna(False, subset=["banned"])
     row = flagged.agg(
         F.sum((F.col("banned") & F.col("is_farm")).cast("long")).alias("tp"),
         F.sum((F.col("banned") & ~F.col("is_farm")).cast("long")).alias("fp"),
@@ -87,7 +88,8 @@ def render_text(summary: dict[str, Any]) -> str:
         lines.append(
             f"vs ground truth : precision {truth['precision']:.4f}, recall {truth['recall']:.4f},"
             f" campaign recall {truth['campaign_recall']:.4f}, false bans "
-            f"{int(truth['false_bans'])}")
+            f"{int(truth['false_bans'])}"
+        )
     return "\n".join(lines)
 
 

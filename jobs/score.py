@@ -19,14 +19,16 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
-SCORE_SCHEMA = T.StructType([
-    T.StructField("account_id", T.StringType(), False),
-    T.StructField("farm_id", T.StringType(), True),
-    T.StructField("component_id", T.StringType(), True),
-    T.StructField("score", T.DoubleType(), False),
-    T.StructField("reasons", T.ArrayType(T.StringType()), False),
-    T.StructField("model_version", T.StringType(), False),
-])
+SCORE_SCHEMA = T.StructType(
+    [
+        T.StructField("account_id", T.StringType(), False),
+        T.StructField("farm_id", T.StringType(), True),
+        T.StructField("component_id", T.StringType(), True),
+        T.StructField("score", T.DoubleType(), False),
+        T.StructField("reasons", T.ArrayType(T.StringType()), False),
+        T.StructField("model_version", T.StringType(), False),
+    ]
+)
 
 
 def _shared(what: str) -> Callable[[float], str]:
@@ -43,24 +45,26 @@ REASON_TEMPLATES: dict[str, Callable[[float], str]] = {
     "max_share_email_shape": _shared("an email name pattern and domain"),
     "max_share_signup_minute_asn": lambda v: (
         f"signed up in the same minute and network as "
-        f"{max(int(round(math.expm1(v))) - 1, 0)} other accounts"),
+        f"{max(int(round(math.expm1(v))) - 1, 0)} other accounts"
+    ),
     "max_share_prompt": _shared("a prompt template"),
     "max_share_client": _shared("a client fingerprint"),
     "community_size": lambda v: f"belongs to a linked group of {int(v)} accounts",
-    "community_log_size": lambda v: f"belongs to a linked group of {int(round(math.expm1(v)))} "
-    "accounts",
+    "community_log_size": lambda v: (
+        f"belongs to a linked group of {int(round(math.expm1(v)))} accounts"
+    ),
     "community_accounts_per_instrument": lambda v: f"its group has {v:.1f} accounts per card",
     "community_accounts_per_device": lambda v: f"its group has {v:.1f} accounts per device",
     "community_accounts_per_ip24": lambda v: f"its group has {v:.1f} accounts per /24 network",
-    "community_prompt_share": lambda v: f"{v:.0%} of its group's activity uses one prompt "
-    "template",
-    "community_hours_share": lambda v: f"{v:.0%} of its group's active days follow one "
-    "identical hourly schedule",
+    "community_prompt_share": lambda v: f"{v:.0%} of its group's activity uses one prompt template",
+    "community_hours_share": lambda v: (
+        f"{v:.0%} of its group's active days follow one identical hourly schedule"
+    ),
     "community_signup_burst_share": lambda v: f"{v:.0%} of its group signed up in the same hour",
-    "community_signup_spread_h": lambda v: f"its group signed up within {v:.0f} hours "
-    "(standard deviation)",
-    "community_email_shape_share": lambda v: f"{v:.0%} of its group share one email name "
-    "pattern",
+    "community_signup_spread_h": lambda v: (
+        f"its group signed up within {v:.0f} hours (standard deviation)"
+    ),
+    "community_email_shape_share": lambda v: f"{v:.0%} of its group share one email name pattern",
     "community_mean_decline_rate": lambda v: f"its group's payment decline rate is {v:.0%}",
     "decline_rate": lambda v: f"{v:.0%} of its payments were declined",
     "virtual_card_share": lambda v: f"{v:.0%} of its payments used virtual or prepaid cards",
@@ -70,6 +74,21 @@ REASON_TEMPLATES: dict[str, Callable[[float], str]] = {
     "account_age_days": lambda v: f"account is {v:.0f} days old",
     "ips_per_active_day": lambda v: f"uses {v:.1f} IP addresses per active day",
     "hosting_vpn_share": lambda v: f"{v:.0%} of its sessions come from hosting or VPN networks",
+    "mobile_share": lambda v: f"{v:.0%} of its sessions come from mobile networks",
+    "tokens_per_request": lambda v: f"uses {v:,.0f} tokens per request",
+    "first_use_delay_days": lambda v: f"first used the API {v:.1f} days after signup",
+    "active_days": lambda v: f"active on {v:.0f} days of the window",
+    "requests_total": lambda v: f"made {v:,.0f} requests in the window",
+    "active_hours_per_day": lambda v: f"active in {v:.1f} distinct hours per day",
+    "hours_profile_changes": lambda v: f"{v:.2f} distinct hourly schedules per active day",
+    "n_payments": lambda v: f"made {v:.0f} payment attempts",
+    "chargebacks": lambda v: f"has {v:.0f} chargebacks",
+    "n_instruments": lambda v: f"used {v:.0f} payment instruments",
+    "n_ips": lambda v: f"used {v:.0f} distinct IP addresses",
+    "n_asns": lambda v: f"used {v:.0f} distinct networks (ASNs)",
+    "hub_entities": lambda v: f"shares {v:.0f} very common identifiers (hubs)",
+    "community_density": lambda v: f"its group's link density is {v:.3f}",
+    "community_mean_age_days": lambda v: f"its group's accounts are {v:.0f} days old on average",
 }
 
 
@@ -114,14 +133,16 @@ def score_accounts(
         model = lgb.Booster(model_str=model_text)
         for batch in batches:
             scores, reasons = explain(model, batch, top_n)
-            yield pd.DataFrame({
-                "account_id": batch["account_id"],
-                "farm_id": batch["farm_id"],
-                "component_id": batch["component_id"],
-                "score": scores,
-                "reasons": reasons,
-                "model_version": model_version,
-            })
+            yield pd.DataFrame(
+                {
+                    "account_id": batch["account_id"],
+                    "farm_id": batch["farm_id"],
+                    "component_id": batch["component_id"],
+                    "score": scores,
+                    "reasons": reasons,
+                    "model_version": model_version,
+                }
+            )
 
     columns = ["account_id", "farm_id", "component_id", *needed]
     return features.select(*columns).mapInPandas(score_batches, SCORE_SCHEMA)

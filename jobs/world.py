@@ -94,6 +94,7 @@ class WorldSpec:
     end_date: str = "2026-06-05"
     window_days: int = 44
     history_days: int = 540
+    malformed_share: float = 0.0005  # rows of ip_events / api_usage broken on purpose
     population: PopulationSpec = field(default_factory=PopulationSpec)
     operators: tuple[OperatorSpec, ...] = ()
 

@@ -44,9 +44,7 @@ class TrainingSet:
     fingerprint: dict[str, Any]
 
 
-def build_training_set(
-    features: DataFrame, labels: DataFrame, test_fraction: float
-) -> TrainingSet:
+def build_training_set(features: DataFrame, labels: DataFrame, test_fraction: float) -> TrainingSet:
     """Join labels to features and split by label time (train before the cut-off, test after).
 
     The last 20% (by time) of the training part is the early-stopping validation set.
@@ -69,9 +67,11 @@ def build_training_set(
     if missing:
         raise ValueError(f"features is missing column(s) {missing}")
     latest = labels.groupBy("account_id").agg(
-        F.max_by("label", "labelled_at").alias("label"), F.max("labelled_at").alias("labelled_at"))
+        F.max_by("label", "labelled_at").alias("label"), F.max("labelled_at").alias("labelled_at")
+    )
     joined = features.join(latest, "account_id").select(
-        "account_id", "farm_id", "label", "labelled_at", *FEATURE_COLUMNS)
+        "account_id", "farm_id", "label", "labelled_at", *FEATURE_COLUMNS
+    )
     frame = joined.toPandas().sort_values(["labelled_at", "account_id"], ignore_index=True)
     if frame.empty:
         raise ValueError("no labelled account has features: nothing to train on")
@@ -87,11 +87,15 @@ def build_training_set(
         pd.util.hash_pandas_object(frame[["account_id", "label"]], index=False).values.tobytes()
     ).hexdigest()[:16]
     fingerprint = {
-        "rows_train": len(train), "rows_valid": len(valid), "rows_test": len(test),
-        "positives_train": int(train["label"].sum()), "positives_test": int(test["label"].sum()),
-        "labelled_from": str(frame["labelled_at"].min()), "labelled_to": str(
-            frame["labelled_at"].max()),
-        "cutoff": str(cutoff), "sha256": digest,
+        "rows_train": len(train),
+        "rows_valid": len(valid),
+        "rows_test": len(test),
+        "positives_train": int(train["label"].sum()),
+        "positives_test": int(test["label"].sum()),
+        "labelled_from": str(frame["labelled_at"].min()),
+        "labelled_to": str(frame["labelled_at"].max()),
+        "cutoff": str(cutoff),
+        "sha256": digest,
     }
     return TrainingSet(train, valid, test, cutoff, fingerprint)
 
@@ -116,15 +120,29 @@ def train(training: TrainingSet, settings: ModelSettings) -> lgb.Booster:
     def weights(part: pd.DataFrame) -> np.ndarray:
         return np.where(part["label"].to_numpy() == 1, positive_weight, 1.0)
 
-    dtrain = lgb.Dataset(train_part[list(FEATURE_COLUMNS)], label=train_part["label"],
-                         weight=weights(train_part), feature_name=list(FEATURE_COLUMNS),
-                         free_raw_data=False)
-    dvalid = lgb.Dataset(valid_part[list(FEATURE_COLUMNS)], label=valid_part["label"],
-                         weight=weights(valid_part), reference=dtrain)
+    dtrain = lgb.Dataset(
+        train_part[list(FEATURE_COLUMNS)],
+        label=train_part["label"],
+        weight=weights(train_part),
+        feature_name=list(FEATURE_COLUMNS),
+        free_raw_data=False,
+    )
+    dvalid = lgb.Dataset(
+        valid_part[list(FEATURE_COLUMNS)],
+        label=valid_part["label"],
+        weight=weights(valid_part),
+        reference=dtrain,
+    )
     return lgb.train(
-        params, dtrain, num_boost_round=settings.num_boost_round, valid_sets=[dvalid],
-        callbacks=[lgb.early_stopping(settings.early_stopping_rounds, first_metric_only=True,
-                                     verbose=False)],
+        params,
+        dtrain,
+        num_boost_round=settings.num_boost_round,
+        valid_sets=[dvalid],
+        callbacks=[
+            lgb.early_stopping(
+                settings.early_stopping_rounds, first_metric_only=True, verbose=False
+            )
+        ],
     )
 
 
@@ -211,17 +229,24 @@ def train_and_register(
         if set(champ_booster.feature_name()) <= set(training.test.columns):
             champion_auprc = evaluate(champ_booster, training.test, ban_threshold)["auprc"]
     promoted = champion_auprc is None or (
-        metrics["auprc"] > champion_auprc + settings.promotion_margin)
+        metrics["auprc"] > champion_auprc + settings.promotion_margin
+    )
     with mlflow.start_run(tags=run_tags or {}) as run:
         mlflow.log_params({k: v for k, v in settings.params.items()})
-        mlflow.log_params({"num_boost_round": settings.num_boost_round,
-                           "best_iteration": booster.best_iteration, "seed": settings.seed,
-                           "n_features": len(FEATURE_COLUMNS)})
+        mlflow.log_params(
+            {
+                "num_boost_round": settings.num_boost_round,
+                "best_iteration": booster.best_iteration,
+                "seed": settings.seed,
+                "n_features": len(FEATURE_COLUMNS),
+            }
+        )
         mlflow.log_metrics(metrics)
         mlflow.log_dict(training.fingerprint, "dataset_fingerprint.json")
         mlflow.log_dict({"features": list(FEATURE_COLUMNS)}, "feature_list.json")
-        importance = dict(zip(booster.feature_name(),
-                              booster.feature_importance("gain").tolist(), strict=True))
+        importance = dict(
+            zip(booster.feature_name(), booster.feature_importance("gain").tolist(), strict=True)
+        )
         mlflow.log_dict(importance, "feature_importance.json")
         with tempfile.TemporaryDirectory() as tmp:
             for path in _plots(booster, training.test, Path(tmp)):
@@ -229,15 +254,22 @@ def train_and_register(
         example = training.test[list(FEATURE_COLUMNS)].head(5)
         signature = infer_signature(example, booster.predict(example))
         info = mlflow.lightgbm.log_model(
-            booster, name="model", signature=signature, input_example=example,
+            booster,
+            name="model",
+            signature=signature,
+            input_example=example,
             registered_model_name=settings.registered_model,
         )
         version = str(info.registered_model_version)
         client.set_registered_model_alias(settings.registered_model, "challenger", version)
-        decision = {"promoted": promoted, "challenger_auprc": metrics["auprc"],
-                    "champion_auprc": champion_auprc, "margin": settings.promotion_margin,
-                    "challenger_version": version,
-                    "champion_version": champion.version if champion else None}
+        decision = {
+            "promoted": promoted,
+            "challenger_auprc": metrics["auprc"],
+            "champion_auprc": champion_auprc,
+            "margin": settings.promotion_margin,
+            "challenger_version": version,
+            "champion_version": champion.version if champion else None,
+        }
         mlflow.log_dict(decision, "promotion_decision.json")
         mlflow.set_tag("promoted", str(promoted))
         if promoted:
@@ -277,11 +309,12 @@ def load_champion(settings: ModelSettings, tracking_uri: str) -> tuple[lgb.Boost
     except MlflowException as exc:
         raise ModelUnavailableError(
             f"no champion for model {settings.registered_model!r} at {tracking_uri}: run "
-            f"'farmwatch train' first ({str(exc).splitlines()[0]})") from exc
+            f"'farmwatch train' first ({str(exc).splitlines()[0]})"
+        ) from exc
     except Exception as exc:  # connection errors from the REST client
         raise ModelUnavailableError(
-            f"cannot load the champion of {settings.registered_model!r} from {tracking_uri}: "
-            f"{exc}") from exc
+            f"cannot load the champion of {settings.registered_model!r} from {tracking_uri}: {exc}"
+        ) from exc
     return booster, str(version.version)
 
 

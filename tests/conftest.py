@@ -20,8 +20,9 @@ from jobs.spark import build_session
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
-    settings = SparkSettings(master="local[2]", shuffle_partitions=2, driver_memory="3g",
-                             app_name="farmwatch-tests")
+    settings = SparkSettings(
+        master="local[2]", shuffle_partitions=2, driver_memory="3g", app_name="farmwatch-tests"
+    )
     session = build_session(settings, tmp_path_factory.mktemp("checkpoints"))
     yield session
     session.stop()

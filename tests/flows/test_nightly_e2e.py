@@ -1,0 +1,87 @@
+"""End to end: a 20,000-account world -> training flow -> nightly flow -> ban list on disk.
+
+Runs the real Prefect flows (under ``prefect_test_harness``), real Spark jobs, a real LightGBM
+model registered in a real (SQLite) MLflow registry, and the real publisher. Then breaks an input
+table and checks that the failed run leaves the previous ban list in force.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.nightly import nightly_flow
+from flows.training import training_flow
+from jobs.generate import generate
+from jobs.ingest import InputTableError
+from jobs.world import build_spec
+
+pytestmark = pytest.mark.e2e
+
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[a-z]{2,}")
+IPV4 = re.compile(r"\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b")
+
+
+@pytest.fixture(scope="module")
+def harness():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_nightly_run_finds_the_campaign_and_publishes(spark, farmwatch_home: Path, harness):
+    spec = build_spec("distillation-campaign", 20_000, seed=11)
+    generate(spark, spec, farmwatch_home / "lake")
+
+    trained = training_flow()
+    assert trained["version"] == "1"
+    assert trained["promoted"] is True
+    assert trained["metrics"]["auroc"] > 0.95
+
+    summary = nightly_flow()
+    assert summary["run_date"] == spec.end_date
+    assert summary["accounts_scored"] == 20_000
+    for table, counts in summary["ingest"].items():
+        assert counts["read"] == counts["accepted"] + counts["quarantined"], table
+    truth = summary["ground_truth"]
+    assert truth["campaign_recall"] >= 0.9, truth
+    assert truth["precision"] >= 0.95, truth
+
+    bucket = farmwatch_home / "bucket" / "banlists"
+    latest = json.loads((bucket / "latest.json").read_text())
+    run_folder = farmwatch_home / "bucket" / latest["prefix"]
+    assert run_folder.parent.name == f"dt={spec.end_date}"
+    assert {p.name for p in run_folder.iterdir()} == {
+        "banlist.parquet",
+        "banlist.csv",
+        "farms.parquet",
+        "manifest.json",
+    }
+    banlist = pd.read_parquet(run_folder / "banlist.parquet")
+    assert list(banlist.columns) == [
+        "account_id",
+        "farm_id",
+        "score",
+        "action",
+        "reasons",
+        "model_version",
+    ]
+    banned = banlist[banlist["action"] == "ban"]
+    assert len(banned) == summary["banned"] > 0
+    assert banned["farm_id"].notna().all()
+    assert all(len(r) > 0 for r in banned["reasons"])
+    text = (run_folder / "banlist.csv").read_text()
+    assert not EMAIL.search(text), "raw email in the published ban list"
+    assert not IPV4.search(text), "raw IP in the published ban list"
+
+    # A broken input makes the next run fail with a clear error and leaves latest.json alone.
+    shutil.rmtree(farmwatch_home / "lake" / "payments")
+    before = (bucket / "latest.json").read_bytes()
+    with pytest.raises(InputTableError, match="payments"):
+        nightly_flow(run_date="2026-06-06")
+    assert (bucket / "latest.json").read_bytes() == before
