@@ -150,8 +150,9 @@ def components_spark(
     )
     for iteration in range(1, max_iterations + 1):
         current = _small_star(_large_star(current))
-        if iteration % checkpoint_interval == 0:
-            current = current.localCheckpoint()
+        if iteration % checkpoint_interval and iteration != max_iterations:
+            continue
+        current = current.localCheckpoint()  # cuts the lineage; the check below reads it
         # converged when no centre is itself attached to a smaller centre: stars only
         chained = current.select(F.col("dst").alias("node")).intersect(
             current.select(F.col("src").alias("node"))
