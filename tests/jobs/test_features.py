@@ -1,0 +1,193 @@
+from __future__ import annotations
+
+import math
+from datetime import date, datetime
+
+import pytest
+from pyspark.testing import assertDataFrameEqual
+
+from jobs.communities import assign_farms
+from jobs.config import GraphSettings
+from jobs.contracts import API_USAGE, IP_EVENTS, PAYMENTS, SIGNUPS
+from jobs.features import account_features, community_features, feature_table
+from jobs.graph import account_entities, account_links, entity_stats
+
+END = datetime(2026, 6, 6)
+
+
+@pytest.fixture(scope="module")
+def small_world(spark):
+    signups = spark.createDataFrame(
+        [
+            ("a1", datetime(2026, 6, 1), "x1@farm.xyz", "24.0.0.1", 7922, "dev", "c1", "US"),
+            ("a2", datetime(2026, 6, 1), "x2@farm.xyz", "24.0.0.2", 7922, "dev", "c1", "US"),
+            ("a3", datetime(2026, 6, 1), "x3@farm.xyz", "24.0.0.3", 7922, "dev", "c1", "US"),
+            ("b1", datetime(2025, 6, 6), "bob@gmail.com", "98.0.0.1", 701, "devb", "c2", "US"),
+        ],
+        SIGNUPS.schema,
+    )
+    payments = spark.createDataFrame(
+        [
+            (
+                "a1",
+                datetime(2026, 6, 2),
+                "pi_f",
+                "512345",
+                "virtual",
+                "11111",
+                "US",
+                20.0,
+                "approved",
+            ),
+            (
+                "a2",
+                datetime(2026, 6, 2),
+                "pi_f",
+                "512345",
+                "virtual",
+                "11111",
+                "US",
+                20.0,
+                "declined",
+            ),
+            (
+                "a3",
+                datetime(2026, 6, 2),
+                "pi_f",
+                "512345",
+                "virtual",
+                "11111",
+                "US",
+                20.0,
+                "approved",
+            ),
+            (
+                "b1",
+                datetime(2026, 6, 2),
+                "pi_b1",
+                "411111",
+                "credit",
+                "22222",
+                "US",
+                20.0,
+                "approved",
+            ),
+            (
+                "b1",
+                datetime(2026, 6, 3),
+                "pi_b2",
+                "411111",
+                "credit",
+                "22222",
+                "US",
+                20.0,
+                "declined",
+            ),
+        ],
+        PAYMENTS.schema,
+    )
+    ip_events = spark.createDataFrame(
+        [
+            ("a1", datetime(2026, 6, 2, 3), "24.0.0.9", 7922, "residential", "api_session"),
+            ("b1", datetime(2026, 6, 2, 3), "3.0.0.1", 16509, "hosting", "api_session"),
+            ("b1", datetime(2026, 6, 3, 3), "98.0.0.1", 701, "residential", "login"),
+        ],
+        IP_EVENTS.schema,
+    )
+    usage = spark.createDataFrame(
+        [
+            ("a1", date(2026, 6, 2), 20, 2000, "ps_t", 255, "c1"),
+            ("a1", date(2026, 6, 3), 30, 3000, "ps_t", 255, "c1"),
+            ("b1", date(2026, 6, 4), 10, 500, "ps_b", 3, "c2"),
+        ],
+        API_USAGE.schema,
+    )
+    entities = account_entities(signups, payments, ip_events, usage, "k")
+    stats = entity_stats(entities, GraphSettings(), 4)
+    links = account_links(entities, stats)
+    communities = assign_farms(
+        spark.createDataFrame(
+            [("a1", "a1"), ("a2", "a1"), ("a3", "a1"), ("b1", "b1")],
+            "account_id string, component_id string",
+        ),
+        min_farm_size=3,
+    )
+    return signups, payments, ip_events, usage, entities, stats, links, communities
+
+
+def test_account_features_by_hand(small_world):
+    signups, payments, ip_events, usage, entities, stats, _, _ = small_world
+    rows = {
+        r["account_id"]: r
+        for r in account_features(
+            signups, payments, ip_events, usage, entities, stats, END
+        ).collect()
+    }
+    a1, b1 = rows["a1"], rows["b1"]
+    assert a1["account_age_days"] == pytest.approx(5.0)
+    assert a1["first_use_delay_days"] == pytest.approx(1.0)
+    assert (a1["active_days"], a1["requests_total"]) == (2, 50)
+    assert a1["requests_per_active_day"] == pytest.approx(25.0)
+    assert a1["requests_cv"] == pytest.approx(5 / 25)
+    assert a1["tokens_per_request"] == pytest.approx(100.0)
+    assert a1["prompt_diversity"] == pytest.approx(0.5)
+    assert a1["active_hours_per_day"] == pytest.approx(8.0)
+    assert a1["max_share_instrument"] == pytest.approx(math.log1p(3))
+    assert a1["max_share_device"] == pytest.approx(math.log1p(3))
+    assert a1["virtual_card_share"] == pytest.approx(1.0)
+    assert rows["a2"]["decline_rate"] == pytest.approx(1.0)
+    assert rows["a2"]["first_use_delay_days"] == pytest.approx(-1.0)
+    assert (b1["n_instruments"], b1["n_payments"]) == (2, 2)
+    assert b1["decline_rate"] == pytest.approx(0.5)
+    assert b1["hosting_vpn_share"] == pytest.approx(0.5)
+    assert b1["max_share_instrument"] == pytest.approx(math.log1p(1))
+
+
+def test_community_features_by_hand(spark, small_world):
+    signups, payments, ip_events, usage, entities, stats, links, communities = small_world
+    accounts = account_features(signups, payments, ip_events, usage, entities, stats, END)
+    groups = {
+        r["component_id"]: r
+        for r in community_features(
+            communities, links, accounts, signups, payments, ip_events, usage
+        ).collect()
+    }
+    farm = groups["a1"]
+    assert farm["community_size"] == 3.0
+    assert farm["community_density"] == pytest.approx(2 / 3)  # star of 2 edges, 3 pairs
+    assert farm["community_accounts_per_instrument"] == pytest.approx(3.0)
+    assert farm["community_accounts_per_device"] == pytest.approx(3.0)
+    assert farm["community_signup_burst_share"] == pytest.approx(1.0)
+    assert farm["community_signup_spread_h"] == pytest.approx(0.0)
+    assert farm["community_email_shape_share"] == pytest.approx(1.0)
+    assert farm["community_mean_decline_rate"] == pytest.approx(1 / 3)
+    assert groups["b1"]["community_size"] == 1.0
+    table = feature_table(
+        accounts,
+        communities,
+        community_features(communities, links, accounts, signups, payments, ip_events, usage),
+    )
+    ids = table.select("account_id", "farm_id", "component_id")
+    farm_id = communities.where("account_id = 'a1'").first()["farm_id"]
+    expected = spark.createDataFrame(
+        [("a1", farm_id, "a1"), ("a2", farm_id, "a1"), ("a3", farm_id, "a1"), ("b1", None, "b1")],
+        "account_id string, farm_id string, component_id string",
+    )
+    assertDataFrameEqual(ids, expected)
+    assert table.where("community_prompt_share is null").count() == 0  # nulls filled
+
+
+def test_assign_farms_contract(spark):
+    components = spark.createDataFrame(
+        [("a", "a"), ("b", "a"), ("c", "c")], "account_id string, component_id string"
+    )
+    farms = {r["account_id"]: r for r in assign_farms(components, 2).collect()}
+    assert farms["a"]["farm_id"] == farms["b"]["farm_id"]
+    assert farms["a"]["farm_id"].startswith("farm_") and farms["c"]["farm_id"] is None
+    assert farms["a"]["community_size"] == 2
+    with pytest.raises(ValueError, match="min_farm_size"):
+        assign_farms(components, 1)
+    with pytest.raises(ValueError, match="component_id"):
+        assign_farms(components.drop("component_id"), 2)
+    with pytest.raises(ValueError, match="communities is missing column 'farm_id'"):
+        feature_table(components, components, components)
