@@ -51,8 +51,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Retrain and register a model (promotion gate applied)."""
-    settings = _settings(args)
-    del settings
+    _settings(args)  # configures Prefect's home before the flow module imports Prefect
     from flows.training import training_flow
 
     result = training_flow(run_date=args.date, config_file=args.config)
@@ -64,8 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_nightly(args: argparse.Namespace) -> int:
     """Run the nightly flow and print its summary."""
-    settings = _settings(args)
-    del settings
+    _settings(args)  # configures Prefect's home before the flow module imports Prefect
     from flows.nightly import nightly_flow
     from jobs.report import render_text
 
