@@ -727,34 +727,31 @@ class WorldGenerator:
             return table
         d = self.draw
         row_key = F.concat_ws("|", *[F.col(c).cast("string") for c in table.columns])
-        picked = d.u(f"bad_{name}", row_key) < share
-        kind = F.floor(d.u(f"bad_kind_{name}", row_key) * 4)
+        # one pass: -1 = untouched, 0..2 = broken in place, 3 = emitted twice
+        bad = F.when(
+            d.u(f"bad_{name}", row_key) < share, F.floor(d.u(f"bad_kind_{name}", row_key) * 4)
+        ).otherwise(-1)
         time_col = "usage_date" if name == "api_usage" else "event_ts"
         epoch = F.lit("1970-01-01").cast(table.schema[time_col].dataType)
-        broken = (
-            table.where(picked & (kind < 3))
-            .withColumn("_kind", kind)
-            .withColumn(
-                "account_id",
-                F.when(F.col("_kind") == 0, F.lit(None)).otherwise(F.col("account_id")),
-            )
-            .withColumn(time_col, F.when(F.col("_kind") == 1, epoch).otherwise(F.col(time_col)))
+        marked = table.withColumn("_bad", bad).withColumn(
+            "_copy",
+            F.explode(
+                F.when(F.col("_bad") == 3, F.array(F.lit(0), F.lit(1))).otherwise(F.array(F.lit(0)))
+            ),
         )
+        broken = marked.withColumn(
+            "account_id", F.when(F.col("_bad") == 0, F.lit(None)).otherwise(F.col("account_id"))
+        ).withColumn(time_col, F.when(F.col("_bad") == 1, epoch).otherwise(F.col(time_col)))
         if name == "api_usage":
             broken = broken.withColumn(
-                "requests", F.when(F.col("_kind") == 2, F.lit(-5)).otherwise(F.col("requests"))
+                "requests", F.when(F.col("_bad") == 2, F.lit(-5)).otherwise(F.col("requests"))
             )
         else:
             broken = broken.withColumn(
                 "event_type",
-                F.when(F.col("_kind") == 2, F.lit("teleport")).otherwise(F.col("event_type")),
+                F.when(F.col("_bad") == 2, F.lit("teleport")).otherwise(F.col("event_type")),
             )
-        duplicates = table.where(picked & (kind == 3))
-        return (
-            table.where(~(picked & (kind < 3)))
-            .unionByName(broken.drop("_kind"))
-            .unionByName(duplicates)
-        )
+        return broken.drop("_bad", "_copy")
 
     def ground_truth(self, accounts: DataFrame) -> DataFrame:
         """The ``ground_truth`` table (evaluation only)."""
