@@ -5,7 +5,7 @@ Out: generated worlds, trained models, published ban lists and short summaries o
 status 0 on success, 1 with a one-line reason on failure. Entry point of the console script.
 
 Sub-commands: ``generate``, ``train``, ``nightly``, ``demo`` (generate + train + nightly on a
-small world), ``banlist latest``.
+small world), ``banlist latest|runs|show|diff|revoke|release``.
 """
 
 from __future__ import annotations
@@ -68,7 +68,10 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     from jobs.report import render_text
 
     summary = nightly_flow(
-        run_date=args.date, lookback_days=args.lookback_days, config_file=args.config
+        run_date=args.date,
+        lookback_days=args.lookback_days,
+        config_file=args.config,
+        release_held=args.release_held,
     )
     print(f"nightly run {summary['run_date']} with model version {summary['model_version']}")
     print(render_text(summary))
@@ -90,20 +93,127 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     cmd_generate(generate_args)
     cmd_train(argparse.Namespace(**{**vars(args), "date": None}))
-    cmd_nightly(argparse.Namespace(**{**vars(args), "date": None, "lookback_days": None}))
+    cmd_nightly(
+        argparse.Namespace(
+            **{**vars(args), "date": None, "lookback_days": None, "release_held": False}
+        )
+    )
     print(f"demo finished in {time.perf_counter() - start:.0f}s")
     return 0
 
 
-def cmd_banlist(args: argparse.Namespace) -> int:
-    """Show the latest published ban list."""
-    from jobs.publish import read_latest, store_for
+def _banlist_store(args: argparse.Namespace) -> tuple[Any, str]:
+    from jobs.store import store_for
 
     settings = _settings(args)
-    store = store_for(settings.publish.target_for(settings.home))
-    manifest, banlist = read_latest(store, settings.publish.prefix)
-    print(json.dumps({k: manifest[k] for k in ("run_date", "run_id", "counts", "model")}, indent=2))
+    return store_for(settings.publish.target_for(settings.home), settings.publish), (
+        settings.publish.prefix
+    )
+
+
+def _run_prefix(store: Any, prefix: str, run_id: str | None) -> str:
+    from jobs.publish import latest_pointer, list_runs
+
+    if run_id is None:
+        latest = latest_pointer(store, prefix)
+        if latest is None:
+            raise FileNotFoundError(f"no ban list in force under {store.describe()}/{prefix}")
+        return latest["prefix"]
+    for run in list_runs(store, prefix):
+        if run["run_id"] == run_id:
+            return run["prefix"]
+    raise KeyError(f"no run {run_id!r} under {store.describe()}/{prefix}")
+
+
+def cmd_banlist_latest(args: argparse.Namespace) -> int:
+    """Show the ban list in force."""
+    from jobs.publish import read_latest
+
+    store, prefix = _banlist_store(args)
+    manifest, banlist = read_latest(store, prefix)
+    keys = ("run_date", "run_id", "counts", "model", "diff")
+    print(json.dumps({k: manifest[k] for k in keys}, indent=2))
     print(banlist.head(args.rows).to_string(index=False))
+    return 0
+
+
+def cmd_banlist_runs(args: argparse.Namespace) -> int:
+    """List published, held and revoked runs."""
+    from jobs.publish import list_runs
+
+    store, prefix = _banlist_store(args)
+    for run in list_runs(store, prefix):
+        c = run["counts"]
+        print(
+            f"{run['run_date']}  {run['run_id']}  {run['status']:<9}  ban {c['ban']:>7,}  "
+            f"review {c['review']:>6,}  watch {c['watch']:>6,}"
+        )
+    return 0
+
+
+def cmd_banlist_show(args: argparse.Namespace) -> int:
+    """One run (default: the list in force), optionally one account's reasons or one farm."""
+    from jobs.publish import read_run, read_status
+
+    store, prefix = _banlist_store(args)
+    run_prefix = _run_prefix(store, prefix, args.run)
+    manifest, banlist = read_run(store, run_prefix)
+    status = read_status(store, run_prefix)
+    print(f"{run_prefix}  status {status['status']}  model {manifest['model']}")
+    print(f"breaker: {manifest['breaker']['reason']}")
+    if args.account:
+        rows = banlist[banlist["account_id"] == args.account]
+        if rows.empty:
+            print(f"{args.account} is not on this list")
+            return 0
+        row = rows.iloc[0]
+        print(
+            f"{row['account_id']}  farm {row['farm_id']}  score {row['score']:.4f}  {row['action']}"
+        )
+        for reason in row["reasons"]:
+            print(f"  - {reason}")
+        return 0
+    _, farms = read_run(store, run_prefix, "farms.parquet")
+    if args.farm:
+        farms = farms[farms["farm_id"] == args.farm]
+        print(farms.to_string(index=False))
+        print(banlist[banlist["farm_id"] == args.farm].head(args.rows).to_string(index=False))
+        return 0
+    print(farms.head(args.rows).to_string(index=False))
+    return 0
+
+
+def cmd_banlist_diff(args: argparse.Namespace) -> int:
+    """What changed against the list that was in force before this run."""
+    from jobs.publish import read_run
+
+    store, prefix = _banlist_store(args)
+    run_prefix = _run_prefix(store, prefix, args.run)
+    manifest, diff = read_run(store, run_prefix, "diff.parquet")
+    print(json.dumps(manifest["diff"], indent=2))
+    changed = diff[diff["change"] != "unchanged"]
+    print(changed.head(args.rows).to_string(index=False))
+    return 0
+
+
+def cmd_banlist_revoke(args: argparse.Namespace) -> int:
+    """Revoke a run; ``latest.json`` moves back to the newest good run."""
+    from jobs.publish import revoke
+
+    store, prefix = _banlist_store(args)
+    latest = revoke(store, prefix, args.run, args.reason)
+    where = f"{latest['run_date']} run {latest['run_id']}" if latest else "none"
+    print(f"revoked {args.run}; list in force: {where}")
+    return 0
+
+
+def cmd_banlist_release(args: argparse.Namespace) -> int:
+    """Publish a run the circuit breaker held, after review."""
+    from jobs.publish import release
+
+    store, prefix = _banlist_store(args)
+    result = release(store, prefix, args.run, args.reason)
+    print(f"{result.run_prefix}: {result.message} (in force: {result.in_force})")
     return 0
 
 
@@ -129,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     nig = sub.add_parser("nightly", help="run the nightly flow")
     nig.add_argument("--date", help="run date (YYYY-MM-DD); default: world end or yesterday")
     nig.add_argument("--lookback-days", type=int)
+    nig.add_argument(
+        "--release-held",
+        action="store_true",
+        help="publish even if the circuit breaker trips (after a human reviewed the run)",
+    )
     nig.set_defaults(func=cmd_nightly)
 
     demo = sub.add_parser("demo", help="generate a small world, train, run nightly")
@@ -138,9 +253,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     ban = sub.add_parser("banlist", help="trust-team view of published ban lists")
     ban_sub = ban.add_subparsers(dest="banlist_command", required=True)
-    latest = ban_sub.add_parser("latest", help="show the latest published ban list")
+    latest = ban_sub.add_parser("latest", help="show the ban list in force")
     latest.add_argument("--rows", type=int, default=10)
-    latest.set_defaults(func=cmd_banlist)
+    latest.set_defaults(func=cmd_banlist_latest)
+    runs = ban_sub.add_parser("runs", help="list runs with their status")
+    runs.set_defaults(func=cmd_banlist_runs)
+    show = ban_sub.add_parser("show", help="one run's farms, or one account's reasons")
+    show.add_argument("--run", help="run id (default: the list in force)")
+    show.add_argument("--account", help="explain one account")
+    show.add_argument("--farm", help="show one farm and its members")
+    show.add_argument("--rows", type=int, default=10)
+    show.set_defaults(func=cmd_banlist_show)
+    diff = ban_sub.add_parser("diff", help="changes against the previous list in force")
+    diff.add_argument("--run", help="run id (default: the list in force)")
+    diff.add_argument("--rows", type=int, default=20)
+    diff.set_defaults(func=cmd_banlist_diff)
+    rev = ban_sub.add_parser("revoke", help="revoke a run and move latest.json back")
+    rev.add_argument("run", help="run id")
+    rev.add_argument("--reason", required=True)
+    rev.set_defaults(func=cmd_banlist_revoke)
+    rel = ban_sub.add_parser("release", help="publish a run the circuit breaker held")
+    rel.add_argument("run", help="run id")
+    rel.add_argument("--reason", required=True, help="who reviewed it and why it is fine")
+    rel.set_defaults(func=cmd_banlist_release)
     return parser
 
 

@@ -21,10 +21,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.runtime import resolve_run_date, run_dir_for, settings_for, spark_for
+from flows.runtime import code_version, resolve_run_date, run_dir_for, settings_for, spark_for
 from jobs import communities, features, ingest, publish, report
 from jobs.config import Settings
 from jobs.score import score_accounts
+from jobs.store import StoreError, StoreUnavailable, store_for
 from models.farm_model import load_champion
 
 
@@ -87,26 +88,81 @@ def score_task(settings: Settings, run_dir: Path, booster: Any, version: str) ->
     return spark.read.parquet(str(run_dir / "scores")).count()
 
 
-@task(name="publish", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 20])
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only what a retry can fix: an unreachable store, not a denied bucket or bad data."""
+    try:
+        state.result()
+    except StoreUnavailable:
+        return True
+    except StoreError:
+        return False
+    except OSError:
+        return True
+    except Exception:  # noqa: BLE001 (bad data or a bug: retrying gives the same answer)
+        return False
+    return False
+
+
+@task(
+    name="publish",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[5, 20],
+    retry_condition_fn=_transient,
+)
 def publish_task(
-    settings: Settings, run_date: str, run_dir: Path, version: str, ingest_counts: dict[str, Any]
+    settings: Settings,
+    run_date: str,
+    run_dir: Path,
+    version: str,
+    ingest_counts: dict[str, Any],
+    release_held: bool,
 ) -> dict[str, Any]:
-    """Assign actions and publish the ban list (``latest.json`` moves last)."""
+    """Actions, allowlist, evidence, then a guarded publish (``latest.json`` moves last)."""
     spark = spark_for(settings)
     scores = spark.read.parquet(str(run_dir / "scores"))
-    listed = publish.assign_actions(scores, settings.bans).toPandas()
-    store = publish.store_for(settings.publish.target_for(settings.home))
+    listed = publish.assign_actions(scores, settings.bans)
+    allowlisted = None
+    if settings.bans.allowlist is not None:
+        accepted = ingest.load_accepted(spark, run_dir)
+        rules = publish.load_allowlist(spark, settings.bans.allowlist)
+        listed, allowlisted_df = publish.apply_allowlist(listed, accepted["signups"], rules)
+        allowlisted = allowlisted_df.toPandas()
+    graph = communities.load(spark, run_dir)
+    listed, farm_entities = publish.attach_evidence(
+        listed, graph["communities"], graph["account_entities"]
+    )
+    banlist = listed.toPandas()
+    store = store_for(settings.publish.target_for(settings.home), settings.publish)
+    context = publish.RunContext(
+        run_date=run_date,
+        model={"name": settings.model.registered_model, "version": version},
+        config_fingerprint=settings.fingerprint(),
+        code_version=code_version(),
+        inputs={"lookback_days": settings.ingest.lookback_days, "tables": ingest_counts},
+    )
     result = publish.publish(
-        listed,
+        banlist,
         store,
         settings.publish.prefix,
-        run_date,
-        {"name": settings.model.registered_model, "version": version},
-        settings.fingerprint(),
-        {"lookback_days": settings.ingest.lookback_days, "tables": ingest_counts},
+        context,
+        settings.bans,
+        farm_entities=farm_entities.toPandas(),
+        allowlisted=allowlisted,
+        release_held=release_held,
     )
-    listed.to_parquet(run_dir / "banlist.parquet", index=False)
-    return {"prefix": result.run_prefix, "store": store.describe(), **result.manifest["counts"]}
+    banlist.to_parquet(run_dir / "banlist.parquet", index=False)
+    log = get_run_logger()
+    (log.warning if result.status != "published" else log.info)("publish: %s", result.message)
+    return {
+        "prefix": result.run_prefix,
+        "store": store.describe(),
+        "status": result.status,
+        "in_force": result.in_force,
+        "message": result.message,
+        "allowlisted_would_ban": result.manifest["allowlisted"]["would_have_been_banned"],
+        **result.manifest["counts"],
+    }
 
 
 @task(name="report", cache_policy=NO_CACHE)
@@ -142,9 +198,19 @@ def report_task(
 
 @flow(name="farmwatch-nightly", log_prints=True)
 def nightly_flow(
-    run_date: str | None = None, lookback_days: int | None = None, config_file: str | None = None
+    run_date: str | None = None,
+    lookback_days: int | None = None,
+    config_file: str | None = None,
+    release_held: bool = False,
 ) -> dict[str, Any]:
-    """Run the whole nightly batch for one date and return its summary."""
+    """Run the whole nightly batch for one date and return its summary.
+
+    Args:
+        run_date: ``YYYY-MM-DD``; default the world's end date or yesterday.
+        lookback_days: override of ``ingest.lookback_days``.
+        config_file: TOML config file.
+        release_held: publish even if the circuit breaker trips (after a human review).
+    """
     settings = settings_for(config_file)
     if lookback_days is not None:
         settings = settings.model_copy(
@@ -165,7 +231,9 @@ def nightly_flow(
     timed("features", features_task, settings, day, run_dir)
     booster, version = timed("load_champion", load_champion_task, settings)
     scored = timed("score", score_task, settings, run_dir, booster, version)
-    published = timed("publish", publish_task, settings, day, run_dir, version, counts)
+    published = timed(
+        "publish", publish_task, settings, day, run_dir, version, counts, release_held
+    )
     summary = report_task(settings, run_dir, scored, graph_summary, published, seconds)
     summary.update(run_date=day, model_version=version, ingest=counts)
     return summary

@@ -26,6 +26,9 @@ def configure_prefect_env(settings: Settings) -> None:
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    # The temporary server shares two cores with Spark; Prefect's 20 s default start-up wait
+    # was seen to expire while a large job was running.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 def settings_for(config_file: str | None) -> Settings:
@@ -49,6 +52,29 @@ def resolve_run_date(settings: Settings, run_date: str | None) -> date:
     if world.is_file():
         return date.fromisoformat(json.loads(world.read_text())["end_date"])
     return datetime.now(UTC).date() - timedelta(days=1)
+
+
+def code_version() -> str:
+    """Installed farmwatch version plus the git commit when run from a checkout."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("farmwatch")
+    except PackageNotFoundError:
+        installed = "unknown"
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return installed
+    return f"{installed}+g{commit}"
 
 
 def run_dir_for(settings: Settings, run_date: date) -> Path:

@@ -33,6 +33,7 @@ def train_task(settings: Settings, run_dir: Any, run_date: str) -> dict[str, Any
         settings.model.tracking_uri_for(settings.home),
         settings.bans.ban_threshold,
         run_tags={"run_date": run_date, "config_fingerprint": settings.fingerprint()},
+        artifact_location=settings.model.artifact_location_for(settings.home),
     )
     get_run_logger().info(
         "model version %s: %s (promoted=%s)",

@@ -116,6 +116,10 @@ class ModelSettings(_Section):
         """The tracking URI, defaulting to a SQLite file under the farmwatch home."""
         return self.tracking_uri or f"sqlite:///{(home / 'mlflow.db').resolve()}"
 
+    def artifact_location_for(self, home: Path) -> str | None:
+        """Artifacts beside the default SQLite registry; a tracking server decides its own."""
+        return None if self.tracking_uri else (home / "mlartifacts").resolve().as_uri()
+
 
 class BanSettings(_Section):
     """Score bands that turn scores into actions."""
@@ -123,6 +127,22 @@ class BanSettings(_Section):
     ban_threshold: float = 0.9
     review_threshold: float = 0.6
     watch_threshold: float = 0.3
+    allowlist: Path | None = Field(
+        default=None,
+        description="CSV or Parquet of (kind, value, note): kind 'account' or 'email_domain'.",
+    )
+    breaker_multiple: float = Field(
+        default=3.0,
+        description="Hold a run whose bans exceed this multiple of the trailing median.",
+    )
+    breaker_window_runs: int = Field(default=7, description="Published runs in the median.")
+    breaker_min_history: int = Field(
+        default=3, description="Runs needed before the median rule applies."
+    )
+    breaker_floor: int = Field(
+        default=100, description="The median rule never holds a run with this many bans or fewer."
+    )
+    breaker_max_bans: int = Field(default=100_000, description="Absolute ceiling on bans per run.")
 
 
 class PublishSettings(_Section):
@@ -133,10 +153,27 @@ class PublishSettings(_Section):
     )
     prefix: str = "banlists"
     entity_hash_key: SecretStr = SecretStr("farmwatch-local-demo-key")
+    endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint (MinIO, Ceph, moto); default AWS."
+    )
+    region: str | None = None
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    s3_max_attempts: int = Field(default=6, description="boto3 adaptive-mode attempts per call.")
+    s3_connect_timeout_seconds: float = 5.0
+    s3_read_timeout_seconds: float = 60.0
+    sse: Literal["AES256", "aws:kms", "none"] = Field(
+        default="AES256", description="Server-side encryption requested on every object."
+    )
+    sse_kms_key_id: str | None = None
+    multipart_threshold_mib: int = 64
+    multipart_chunk_mib: int = 16
 
     def target_for(self, home: Path) -> str:
         """Publishing target, defaulting to the local stand-in for the bucket."""
         return self.target or str((home / "bucket").resolve())
+
+
+_RESULT_SECTIONS = {"ingest", "graph", "model", "bans"}
 
 
 class Settings(BaseSettings):
@@ -182,8 +219,22 @@ class Settings(BaseSettings):
         return self.lake.home.resolve()
 
     def fingerprint(self) -> str:
-        """Stable sha256 of the non-secret settings, recorded in manifests and MLflow."""
-        payload = self.model_dump(mode="json", exclude={"publish": {"entity_hash_key"}})
+        """Stable sha256 of the settings that shape results, recorded in manifests and MLflow.
+
+        Where a ban list is written (target, endpoint, transport and encryption settings) is left
+        out, so the same run publishes the same run id to a folder or a bucket. The entity-hash
+        key enters only as a short digest: rotating it changes the published hashes, and so the
+        fingerprint, without the key appearing anywhere.
+        """
+        payload = self.model_dump(
+            mode="json", include=_RESULT_SECTIONS, exclude={"model": {"tracking_uri"}}
+        )
+        payload["publish"] = {
+            "prefix": self.publish.prefix,
+            "entity_hash_key_id": hashlib.sha256(
+                self.publish.entity_hash_key.get_secret_value().encode()
+            ).hexdigest()[:8],
+        }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

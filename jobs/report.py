@@ -83,6 +83,13 @@ def render_text(summary: dict[str, Any]) -> str:
         f"accounts banned : {summary['banned']:,} (review {summary['review']:,}, "
         f"watch {summary['watch']:,})",
     ]
+    published = summary.get("published")
+    if published:
+        lines.append(f"ban list        : {published['message']}")
+        if published.get("allowlisted_would_ban"):
+            lines.append(
+                f"allowlisted     : {published['allowlisted_would_ban']:,} would-be bans kept off"
+            )
     truth = summary.get("ground_truth")
     if truth:
         lines.append(

@@ -207,8 +207,12 @@ def train_and_register(
     tracking_uri: str,
     ban_threshold: float,
     run_tags: dict[str, str] | None = None,
+    artifact_location: str | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate, log everything to MLflow, register, and apply the promotion gate.
+
+    ``artifact_location`` is used when the experiment is created (with a SQLite backend MLflow
+    would otherwise put artifacts in ``./mlruns`` of the current directory).
 
     Returns:
         ``version``, ``metrics``, ``promoted`` and the champion's holdout AUPRC (if any).
@@ -218,8 +222,10 @@ def train_and_register(
     from mlflow.models import infer_signature
 
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment(settings.experiment)
     client = MlflowClient()
+    if artifact_location and client.get_experiment_by_name(settings.experiment) is None:
+        client.create_experiment(settings.experiment, artifact_location=artifact_location)
+    mlflow.set_experiment(settings.experiment)
     booster = train(training, settings)
     metrics = evaluate(booster, training.test, ban_threshold)
     champion = _current_champion(client, settings.registered_model)

@@ -1,13 +1,25 @@
-"""Shared fixtures: one local Spark session for the whole test session.
+"""Shared fixtures: one local Spark session, a farmwatch home, and real servers on loopback.
 
-The session is ``local[2]`` with few shuffle partitions and the UI off; its checkpoint folder
-lives under pytest's temporary directory. Farmwatch's state (lake, runs, MLflow, bucket) for
-tests that need it goes under ``tmp_path`` via the ``farmwatch_home`` fixture.
+The Spark session is ``local[2]`` with few shuffle partitions and the UI off; its checkpoint
+folder lives under pytest's temporary directory. Farmwatch's state (lake, runs, MLflow, bucket)
+for tests that need it goes under ``tmp_path`` via the ``farmwatch_home`` fixture. ``s3_server``
+starts moto's standalone S3 server as a separate process on a free loopback port, waits until
+it answers, and always stops it; it can be killed and restarted with its objects intact (moto's
+request journal is replayed into the new process), which is how the fault tests simulate an S3
+endpoint dying in the middle of a publish.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +48,115 @@ def farmwatch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("FARMWATCH_LAKE__HOME", str(home))
     monkeypatch.delenv("FARMWATCH_CONFIG", raising=False)
     return home
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Poll ``url`` until it answers (any HTTP status) or fail with the server's output."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server for {url} exited with {process.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
+
+
+class MotoS3Server:
+    """moto's standalone server (``moto_server``) as a child process on loopback."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.journal = workdir / "moto-journal.jsonl"
+        self.log = workdir / "moto.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Start the server (recording every request to the journal) and wait for it."""
+        env = {
+            **os.environ,
+            "MOTO_ENABLE_RECORDING": "1",
+            "MOTO_RECORDER_FILEPATH": str(self.journal),
+        }
+        executable = Path(sys.executable).parent / "moto_server"
+        with self.log.open("a") as log:
+            self.process = subprocess.Popen(
+                [str(executable), "-H", "127.0.0.1", "-p", str(self.port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for_http(f"{self.url}/moto-api/", self.process)
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def restart(self) -> None:
+        """Start a new process on the same port and replay the journal into it."""
+        self.kill()
+        if self.journal.exists():  # a request cut off by the kill leaves a partial last line
+            lines = self.journal.read_text().splitlines()
+            while lines:
+                try:
+                    json.loads(lines[-1])
+                    break
+                except json.JSONDecodeError:
+                    lines.pop()
+            self.journal.write_text("".join(f"{line}\n" for line in lines))
+        self.start()
+        self.admin("recorder/replay-recording")
+
+    def admin(self, path: str, body: bytes = b"") -> None:
+        """POST to moto's admin API (``/moto-api/<path>``)."""
+        request = urllib.request.Request(
+            f"{self.url}/moto-api/{path}",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "text/plain"},
+        )
+        urllib.request.urlopen(request, timeout=30)
+
+    def stop(self) -> None:
+        """Terminate the server (kill if it does not exit)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def s3_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoS3Server]:
+    """A fresh S3-protocol server with test credentials in the environment."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "farmwatch-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "farmwatch-test-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    workdir = tmp_path / "moto"
+    workdir.mkdir()
+    server = MotoS3Server(workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -45,3 +45,13 @@ def test_every_contract_column_is_documented():
                 contract.name,
                 column.name,
             )
+
+
+def test_every_setting_is_documented():
+    from jobs.config import Settings
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    for section, info in Settings.model_fields.items():
+        for key in info.annotation.model_fields:
+            assert f"`{section}.{key}`" in table, f"{section}.{key} missing from README"

@@ -21,7 +21,11 @@ def test_parser_knows_every_command():
     )
     assert parser.parse_args(["nightly", "--date", "2026-06-05"]).date == "2026-06-05"
     assert parser.parse_args(["train"]).command == "train"
-    assert parser.parse_args(["banlist", "latest"]).banlist_command == "latest"
+    for sub in ("latest", "runs", "show", "diff"):
+        assert parser.parse_args(["banlist", sub]).banlist_command == sub
+    revoke = parser.parse_args(["banlist", "revoke", "abc", "--reason", "appeal"])
+    assert (revoke.run, revoke.reason) == ("abc", "appeal")
+    assert parser.parse_args(["nightly", "--release-held"]).release_held is True
     with pytest.raises(SystemExit):
         parser.parse_args(["explode"])
 
@@ -30,7 +34,7 @@ def test_failures_are_one_line_and_exit_1(farmwatch_home, capsys):
     assert main(["banlist", "latest"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
-    assert "no ban list published" in err[0]
+    assert "no ban list in force" in err[0]
 
 
 def test_generate_rejects_an_unknown_scenario(farmwatch_home, capsys):

@@ -1,7 +1,9 @@
 """End to end: a 20,000-account world -> training flow -> nightly flow -> ban list on disk.
 
 Runs the real Prefect flows (under ``prefect_test_harness``), real Spark jobs, a real LightGBM
-model registered in a real (SQLite) MLflow registry, and the real publisher. Then breaks an input
+model registered in a real (SQLite) MLflow registry, and the real publisher: first to the local
+folder that stands in for the bucket, then, for the same date, to an S3-protocol server (moto,
+a separate process) through the same code, which must hold the same list. Then breaks an input
 table and checks that the failed run leaves the previous ban list in force.
 """
 
@@ -12,6 +14,7 @@ import re
 import shutil
 from pathlib import Path
 
+import boto3
 import pandas as pd
 import pytest
 from prefect.testing.utilities import prefect_test_harness
@@ -20,6 +23,7 @@ from flows.nightly import nightly_flow
 from flows.training import training_flow
 from jobs.generate import generate
 from jobs.ingest import InputTableError
+from jobs.reader import load_latest
 from jobs.world import build_spec
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +38,9 @@ def harness():
         yield
 
 
-def test_nightly_run_finds_the_campaign_and_publishes(spark, farmwatch_home: Path, harness):
+def test_nightly_run_finds_the_campaign_and_publishes(
+    spark, farmwatch_home: Path, harness, s3_server, monkeypatch
+):
     spec = build_spec("distillation-campaign", 20_000, seed=11)
     generate(spark, spec, farmwatch_home / "lake")
 
@@ -60,8 +66,12 @@ def test_nightly_run_finds_the_campaign_and_publishes(spark, farmwatch_home: Pat
         "banlist.parquet",
         "banlist.csv",
         "farms.parquet",
+        "diff.parquet",
+        "allowlisted.parquet",
         "manifest.json",
+        "status.json",
     }
+    assert summary["published"]["status"] == "published"
     banlist = pd.read_parquet(run_folder / "banlist.parquet")
     assert list(banlist.columns) == [
         "account_id",
@@ -78,6 +88,22 @@ def test_nightly_run_finds_the_campaign_and_publishes(spark, farmwatch_home: Pat
     text = (run_folder / "banlist.csv").read_text()
     assert not EMAIL.search(text), "raw email in the published ban list"
     assert not IPV4.search(text), "raw IP in the published ban list"
+    farms = pd.read_parquet(run_folder / "farms.parquet")
+    top = farms.iloc[0]
+    assert top["accounts_banned"] > 0 and len(top["binding_entities"]) > 0
+    assert any("of its farm" in r for r in banned["reasons"].iloc[0])
+
+    # The same date published to S3 through the same code gives the same list.
+    boto3.client("s3", endpoint_url=s3_server.url).create_bucket(Bucket="trust-banlists")
+    monkeypatch.setenv("FARMWATCH_PUBLISH__TARGET", "s3://trust-banlists")
+    monkeypatch.setenv("FARMWATCH_PUBLISH__ENDPOINT_URL", s3_server.url)
+    on_s3 = nightly_flow()
+    assert on_s3["published"]["store"] == "s3://trust-banlists"
+    assert on_s3["published"]["prefix"] == latest["prefix"]
+    manifest, from_s3 = load_latest("s3://trust-banlists/banlists", endpoint_url=s3_server.url)
+    pd.testing.assert_frame_equal(from_s3, banlist)
+    monkeypatch.delenv("FARMWATCH_PUBLISH__TARGET")
+    monkeypatch.delenv("FARMWATCH_PUBLISH__ENDPOINT_URL")
 
     # A broken input makes the next run fail with a clear error and leaves latest.json alone.
     shutil.rmtree(farmwatch_home / "lake" / "payments")

@@ -53,10 +53,19 @@ def test_unknown_keys_and_bad_values_are_rejected(monkeypatch):
         load_settings()
 
 
-def test_fingerprint_ignores_the_secret_but_not_settings(monkeypatch):
+def test_fingerprint_follows_what_shapes_results(monkeypatch):
     monkeypatch.delenv("FARMWATCH_CONFIG", raising=False)
     base = load_settings().fingerprint()
-    monkeypatch.setenv("FARMWATCH_PUBLISH__ENTITY_HASH_KEY", "another-secret")
+    # Where the list goes does not change the run: a folder and a bucket get the same run id.
+    monkeypatch.setenv("FARMWATCH_PUBLISH__TARGET", "s3://trust-banlists/prod")
+    monkeypatch.setenv("FARMWATCH_PUBLISH__ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.setenv("FARMWATCH_SPARK__MASTER", "local[2]")
     assert load_settings().fingerprint() == base
+    # Rotating the entity-hash key changes published hashes, so the fingerprint changes too,
+    # but the key never appears in what is hashed.
+    monkeypatch.setenv("FARMWATCH_PUBLISH__ENTITY_HASH_KEY", "another-secret")
+    rotated = load_settings()
+    assert rotated.fingerprint() != base
+    monkeypatch.delenv("FARMWATCH_PUBLISH__ENTITY_HASH_KEY")
     monkeypatch.setenv("FARMWATCH_BANS__BAN_THRESHOLD", "0.95")
     assert load_settings().fingerprint() != base

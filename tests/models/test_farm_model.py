@@ -97,7 +97,9 @@ def test_register_promote_refuse_and_load(spark, tmp_path):
     f, lab = spark_frames(spark, feats, labels)
     split = build_training_set(f, lab, 0.3)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    first = train_and_register(split, SETTINGS, uri, 0.9)
+    artifacts = (tmp_path / "artifacts").as_uri()
+    first = train_and_register(split, SETTINGS, uri, 0.9, artifact_location=artifacts)
+    assert any((tmp_path / "artifacts").rglob("MLmodel")), "artifacts not under the given root"
     assert (first["version"], first["promoted"]) == ("1", True)
     assert first["metrics"]["auroc"] > 0.95
     shuffled = split.__class__(
@@ -107,7 +109,7 @@ def test_register_promote_refuse_and_load(spark, tmp_path):
         split.cutoff,
         split.fingerprint,
     )
-    second = train_and_register(shuffled, SETTINGS, uri, 0.9)
+    second = train_and_register(shuffled, SETTINGS, uri, 0.9, artifact_location=artifacts)
     assert (second["version"], second["promoted"]) == ("2", False)
     assert second["champion_auprc"] == pytest.approx(first["metrics"]["auprc"])
     booster, version = load_champion(SETTINGS, uri)
