@@ -5,7 +5,8 @@ Out: generated worlds, trained models, published ban lists and short summaries o
 status 0 on success, 1 with a one-line reason on failure. Entry point of the console script.
 
 Sub-commands: ``generate``, ``train``, ``nightly``, ``demo`` (generate + train + nightly on a
-small world), ``banlist latest|runs|show|diff|revoke|release``.
+small world), ``serve`` (the scheduler), ``backfill``, ``banlist
+latest|runs|show|diff|revoke|release``.
 """
 
 from __future__ import annotations
@@ -72,10 +73,33 @@ def cmd_nightly(args: argparse.Namespace) -> int:
         lookback_days=args.lookback_days,
         config_file=args.config,
         release_held=args.release_held,
+        resume=False if args.no_resume else None,
     )
     print(f"nightly run {summary['run_date']} with model version {summary['model_version']}")
     print(render_text(summary))
     print(f"ban list: {summary['published']['store']}/{summary['published']['prefix']}/")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the nightly and weekly retraining deployments until interrupted."""
+    settings = _settings(args)
+    from flows.serve import serve_forever
+
+    serve_forever(settings, args.config, args.port)
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """Run the nightly flow over a date range, in order."""
+    _settings(args)
+    from flows.serve import backfill_flow
+
+    outcome = backfill_flow(
+        start=args.start, end=args.end, force=args.force, config_file=args.config
+    )
+    for day, what in outcome.items():
+        print(f"{day}  {what}")
     return 0
 
 
@@ -95,7 +119,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cmd_train(argparse.Namespace(**{**vars(args), "date": None}))
     cmd_nightly(
         argparse.Namespace(
-            **{**vars(args), "date": None, "lookback_days": None, "release_held": False}
+            **{
+                **vars(args),
+                "date": None,
+                "lookback_days": None,
+                "release_held": False,
+                "no_resume": False,
+            }
         )
     )
     print(f"demo finished in {time.perf_counter() - start:.0f}s")
@@ -244,6 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="publish even if the circuit breaker trips (after a human reviewed the run)",
     )
+    nig.add_argument(
+        "--no-resume", action="store_true", help="recompute every stage of the run date"
+    )
+
+    srv = sub.add_parser("serve", help="run the scheduler: nightly and weekly deployments")
+    srv.add_argument("--port", type=int, default=4200, help="port of the local Prefect server")
+    srv.set_defaults(func=cmd_serve)
+
+    bfl = sub.add_parser("backfill", help="run the nightly flow over a date range, in order")
+    bfl.add_argument("--start", required=True, help="first date (YYYY-MM-DD)")
+    bfl.add_argument("--end", required=True, help="last date (YYYY-MM-DD)")
+    bfl.add_argument("--force", action="store_true", help="re-run dates already published")
+    bfl.set_defaults(func=cmd_backfill)
     nig.set_defaults(func=cmd_nightly)
 
     demo = sub.add_parser("demo", help="generate a small world, train, run nightly")

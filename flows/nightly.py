@@ -1,11 +1,18 @@
-"""The nightly Prefect flow: ingest -> graph/communities -> features -> score -> publish -> report.
+"""The nightly Prefect flow: ingest, graph, communities, features, score, publish, report.
 
-In: a run date (default: the world's end date or yesterday), a look-back window and an optional
-config file. Out: a ban list published under the target (see :mod:`jobs.publish`), a run report
-``<run_dir>/report.json``, a Prefect markdown artifact, and the summary dict it returns. One
-Prefect task per stage; only the stages that talk to the MLflow registry or write the ban list
-retry. Called by ``farmwatch nightly`` and ``farmwatch demo``. Prefect runs it without a
-separately started server (a temporary local one).
+In: a run date (default: the world's end date or yesterday), a look-back window, an optional
+config file (the profile) and whether to release a run the circuit breaker would hold. Out: a
+ban list published under the target (see :mod:`jobs.publish`), a run report
+``<run_dir>/report.json``, a Prefect markdown artifact, and the summary dict it returns.
+
+One Prefect task per stage. Only the steps that do I/O that can fail transiently (loading the
+champion from the MLflow registry, publishing) retry, with backoff from
+``orchestration.io_retry_delays_seconds``. A run holds ``<home>/run.lock`` so two runs never
+overlap, and records each finished stage (:mod:`flows.stages`) so a retried or re-run date
+resumes after the last finished stage. A failure POSTs to ``orchestration.webhook_url`` (as does
+a held ban list). Called by ``farmwatch nightly``, ``farmwatch demo``, backfills and the
+``nightly`` deployment (:mod:`flows.serve`). Prefect runs it without a separately started
+server (a temporary local one) unless ``PREFECT_API_URL`` names one.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.notify import notify
 from flows.runtime import code_version, resolve_run_date, run_dir_for, settings_for, spark_for
+from flows.stages import StageLedger, input_digest, run_lock
 from jobs import communities, features, ingest, publish, report
 from jobs.config import Settings
 from jobs.score import score_accounts
@@ -48,11 +57,23 @@ def ingest_task(settings: Settings, run_date: str, run_dir: Path) -> dict[str, A
     return {name: dataclasses.asdict(c) for name, c in counts.items()}
 
 
+@task(name="graph", cache_policy=NO_CACHE)
+def graph_task(settings: Settings, run_dir: Path) -> dict[str, Any]:
+    """Account graph: entities (keyed hashes), entity stats with hubs, star links."""
+    spark = spark_for(settings)
+    summary = communities.build_graph(
+        spark, settings, ingest.load_accepted(spark, run_dir), run_dir
+    )
+    get_run_logger().info("graph: %s", summary)
+    return summary
+
+
 @task(name="communities", cache_policy=NO_CACHE)
 def communities_task(settings: Settings, run_dir: Path) -> dict[str, Any]:
-    """Account graph, connected components and farm candidates."""
+    """Connected components and farm candidates."""
     spark = spark_for(settings)
-    summary = communities.run(spark, settings, ingest.load_accepted(spark, run_dir), run_dir)
+    accounts = ingest.load_accepted(spark, run_dir)["signups"]
+    summary = communities.find_communities(spark, settings, accounts, run_dir)
     get_run_logger().info("communities: %s", summary)
     return summary
 
@@ -72,7 +93,7 @@ def features_task(settings: Settings, run_date: str, run_dir: Path) -> int:
     return table.count()
 
 
-@task(name="load-champion", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 20])
+@task(name="load-champion", cache_policy=NO_CACHE)
 def load_champion_task(settings: Settings) -> tuple[Any, str]:
     """The registry's champion (retried: the tracking server may blip)."""
     return load_champion(settings.model, settings.model.tracking_uri_for(settings.home))
@@ -103,13 +124,7 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-@task(
-    name="publish",
-    cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[5, 20],
-    retry_condition_fn=_transient,
-)
+@task(name="publish", cache_policy=NO_CACHE, retry_condition_fn=_transient)
 def publish_task(
     settings: Settings,
     run_date: str,
@@ -154,6 +169,16 @@ def publish_task(
     banlist.to_parquet(run_dir / "banlist.parquet", index=False)
     log = get_run_logger()
     (log.warning if result.status != "published" else log.info)("publish: %s", result.message)
+    if result.status == "held":
+        notify(
+            settings.orchestration.webhook_url,
+            "banlist_held",
+            result.message,
+            run_date=run_date,
+            run_id=result.manifest["run_id"],
+            prefix=result.run_prefix,
+            store=store.describe(),
+        )
     return {
         "prefix": result.run_prefix,
         "store": store.describe(),
@@ -172,9 +197,13 @@ def report_task(
     scored: int,
     graph_summary: dict[str, Any],
     published: dict[str, Any],
-    stage_seconds: dict[str, float],
+    ledger: dict[str, Any],
+    identity: dict[str, str],
 ) -> dict[str, Any]:
-    """Summary figures, ground-truth metrics on synthetic worlds, and a Prefect artifact."""
+    """Summary figures, ground-truth metrics on synthetic worlds, and a Prefect artifact.
+
+    ``identity`` carries ``run_date`` and ``model_version`` (first rows of the artifact).
+    """
     import pandas as pd
 
     spark = spark_for(settings)
@@ -182,10 +211,13 @@ def report_task(
     summary = report.build_summary(
         spark, listed, scored, graph_summary["farm_candidates"], settings.lake.lake_path
     )
+    summary = {**identity, **summary}
     summary.update(
         published=published,
         components_backend=graph_summary["components_backend"],
-        stage_seconds=stage_seconds,
+        stage_seconds=ledger["seconds"],
+        resumed_stages=ledger["skipped"],
+        report_path=str(run_dir / "report.json"),
     )
     (run_dir / "report.json").write_text(json.dumps(summary, indent=2, default=str))
     create_markdown_artifact(
@@ -196,20 +228,69 @@ def report_task(
     return summary
 
 
-@flow(name="farmwatch-nightly", log_prints=True)
+def _on_failure(flow: Any, flow_run: Any, state: Any) -> None:
+    """Failure hook: tell the on-call channel which run failed and why."""
+    parameters = dict(getattr(flow_run, "parameters", {}) or {})
+    try:
+        settings = settings_for(parameters.get("config_file"))
+    except Exception:  # noqa: BLE001 (a broken config must not hide the failure itself)
+        return
+    notify(
+        settings.orchestration.webhook_url,
+        "run_failed",
+        state.message or "the nightly run failed",
+        flow=flow.name,
+        flow_run=getattr(flow_run, "name", None),
+        run_date=parameters.get("run_date"),
+    )
+
+
+def io_task(task_fn: Any, settings: Settings) -> Any:
+    """A task with the configured retries and backoff (only for steps doing fallible I/O)."""
+    return task_fn.with_options(
+        retries=settings.orchestration.io_retries,
+        retry_delay_seconds=list(settings.orchestration.io_retry_delays_seconds),
+    )
+
+
+def prepare_run(settings: Settings, day: str, run_dir: Path, resume: bool | None) -> StageLedger:
+    """The stage ledger of one run date (resumes finished stages unless told not to)."""
+    seed = "|".join(
+        (
+            settings.fingerprint(),
+            day,
+            str(settings.ingest.lookback_days),
+            input_digest(settings.lake.lake_path),
+        )
+    )
+    return StageLedger(run_dir, seed, settings.orchestration.resume if resume is None else resume)
+
+
+def prepare_features(ledger: StageLedger, settings: Settings, day: str, run_dir: Path) -> Any:
+    """The stages shared with training: ingest, graph, communities, features."""
+    counts = ledger.run("ingest", ingest_task, settings, day, run_dir)
+    ledger.run("graph", graph_task, settings, run_dir)
+    graph_summary = ledger.run("communities", communities_task, settings, run_dir)
+    ledger.run("features", features_task, settings, day, run_dir)
+    return counts, graph_summary
+
+
+@flow(name="farmwatch-nightly", log_prints=True, on_failure=[_on_failure])
 def nightly_flow(
     run_date: str | None = None,
     lookback_days: int | None = None,
     config_file: str | None = None,
     release_held: bool = False,
+    resume: bool | None = None,
 ) -> dict[str, Any]:
     """Run the whole nightly batch for one date and return its summary.
 
     Args:
         run_date: ``YYYY-MM-DD``; default the world's end date or yesterday.
         lookback_days: override of ``ingest.lookback_days``.
-        config_file: TOML config file.
+        config_file: TOML config file (the profile).
         release_held: publish even if the circuit breaker trips (after a human review).
+        resume: skip stages an earlier attempt of this run finished (default from config).
     """
     settings = settings_for(config_file)
     if lookback_days is not None:
@@ -217,23 +298,36 @@ def nightly_flow(
             update={"ingest": settings.ingest.model_copy(update={"lookback_days": lookback_days})}
         )
     day = resolve_run_date(settings, run_date).isoformat()
-    run_dir = run_dir_for(settings, datetime.fromisoformat(day).date())
-    seconds: dict[str, float] = {}
-
-    def timed(name: str, fn: Any, *args: Any) -> Any:
+    with run_lock(settings.home, f"nightly {day}"):
+        run_dir = run_dir_for(settings, datetime.fromisoformat(day).date())
+        ledger = prepare_run(settings, day, run_dir, resume)
+        counts, graph_summary = prepare_features(ledger, settings, day, run_dir)
         start = time.perf_counter()
-        result = fn(*args)
-        seconds[name] = time.perf_counter() - start
-        return result
-
-    counts = timed("ingest", ingest_task, settings, day, run_dir)
-    graph_summary = timed("communities", communities_task, settings, run_dir)
-    timed("features", features_task, settings, day, run_dir)
-    booster, version = timed("load_champion", load_champion_task, settings)
-    scored = timed("score", score_task, settings, run_dir, booster, version)
-    published = timed(
-        "publish", publish_task, settings, day, run_dir, version, counts, release_held
-    )
-    summary = report_task(settings, run_dir, scored, graph_summary, published, seconds)
-    summary.update(run_date=day, model_version=version, ingest=counts)
+        booster, version = io_task(load_champion_task, settings)(settings)
+        ledger.seconds["load_champion"] = time.perf_counter() - start
+        scored = ledger.run(
+            "score", score_task, settings, run_dir, booster, version, depends_on=version
+        )
+        target = settings.publish.target_for(settings.home)
+        published = ledger.run(
+            "publish",
+            io_task(publish_task, settings),
+            settings,
+            day,
+            run_dir,
+            version,
+            counts,
+            release_held,
+            depends_on=f"{target}|{settings.publish.prefix}|{release_held}",
+        )
+        summary = report_task(
+            settings,
+            run_dir,
+            scored,
+            graph_summary,
+            published,
+            {"seconds": ledger.seconds, "skipped": ledger.skipped},
+            {"run_date": day, "model_version": version},
+        )
+    summary.update(ingest=counts)
     return summary

@@ -3,7 +3,9 @@
 In: a run date whose features to train on (default: the world's end date or yesterday) and an
 optional config file. Out: a new model version in the MLflow registry (alias ``challenger``;
 ``champion`` if it beats the current champion on the same holdout), and the training summary.
-Reuses the nightly flow's ingest, communities and features tasks. Called by ``farmwatch train``.
+Reuses the nightly flow's ingest, graph, communities and features stages (and their ledger: a
+nightly run of the same date and inputs resumes after them). Holds the run lock. Called by
+``farmwatch train`` and the weekly ``retrain`` deployment (:mod:`flows.serve`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.nightly import communities_task, features_task, ingest_task
+from flows.nightly import prepare_features, prepare_run
 from flows.runtime import resolve_run_date, run_dir_for, settings_for, spark_for
+from flows.stages import run_lock
 from jobs.config import Settings
 from models.farm_model import build_training_set, train_and_register
 
@@ -49,8 +52,7 @@ def training_flow(run_date: str | None = None, config_file: str | None = None) -
     """Retrain on the labels known at ``run_date`` and apply the promotion gate."""
     settings = settings_for(config_file)
     day = resolve_run_date(settings, run_date).isoformat()
-    run_dir = run_dir_for(settings, datetime.fromisoformat(day).date())
-    ingest_task(settings, day, run_dir)
-    communities_task(settings, run_dir)
-    features_task(settings, day, run_dir)
-    return train_task(settings, run_dir, day)
+    with run_lock(settings.home, f"training {day}"):
+        run_dir = run_dir_for(settings, datetime.fromisoformat(day).date())
+        prepare_features(prepare_run(settings, day, run_dir, None), settings, day, run_dir)
+        return train_task(settings, run_dir, day)

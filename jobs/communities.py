@@ -1,10 +1,11 @@
-"""Communities stage: account graph -> connected components -> farm candidates.
+"""Graph and communities stages: account graph -> connected components -> farm candidates.
 
 In: the accepted tables of one run (from :mod:`jobs.ingest`). Out, under ``<run_dir>/graph``:
-``account_entities``, ``entity_stats``, ``account_links`` and ``communities`` (``account_id,
-component_id, farm_id, community_size``). A component with at least
-``GraphSettings.min_farm_size`` accounts is a farm candidate and gets a ``farm_id``; the model
-then decides which of its members are farm accounts. Called by the nightly flow and training.
+``account_entities``, ``entity_stats``, ``account_links`` (:func:`build_graph`) and
+``communities`` (``account_id, component_id, farm_id, community_size``;
+:func:`find_communities`). A component with at least ``GraphSettings.min_farm_size`` accounts is
+a farm candidate and gets a ``farm_id``; the model then decides which of its members are farm
+accounts. Called by the nightly and training flows.
 """
 
 from __future__ import annotations
@@ -42,42 +43,54 @@ def assign_farms(components: DataFrame, min_farm_size: int) -> DataFrame:
     )
 
 
-def run(
+def _persist(spark: SparkSession, df: DataFrame, path: Path) -> DataFrame:
+    """Write and read back, which cuts the lineage (consumers would otherwise recompute it)."""
+    df.write.mode("overwrite").parquet(str(path))
+    return spark.read.parquet(str(path))
+
+
+def build_graph(
     spark: SparkSession, settings: Settings, tables: dict[str, DataFrame], run_dir: Path
 ) -> dict[str, object]:
-    """Build and write the graph and communities of one run; returns summary figures.
-
-    Each table is written and read back before the next step uses it, which cuts the lineage
-    (Spark would otherwise recompute the entity table for every consumer).
-    """
+    """Write the account graph of one run (entities, entity stats, links); returns figures."""
     out = run_dir / "graph"
-
-    def persist(df: DataFrame, name: str) -> DataFrame:
-        df.write.mode("overwrite").parquet(str(out / name))
-        return spark.read.parquet(str(out / name))
-
     key = settings.publish.entity_hash_key.get_secret_value()
     signups = tables["signups"]
-    entities = persist(
+    entities = _persist(
+        spark,
         account_entities(
             signups, tables["payments"], tables["ip_events"], tables["api_usage"], key
         ),
-        "account_entities",
+        out / "account_entities",
     )
     n_accounts = signups.count()
-    stats = persist(entity_stats(entities, settings.graph, n_accounts), "entity_stats")
-    links = persist(account_links(entities, stats), "account_links")
-    components, backend = connected_components(
-        spark, signups.select("account_id"), links, settings.graph
+    stats = _persist(
+        spark, entity_stats(entities, settings.graph, n_accounts), out / "entity_stats"
     )
-    communities = persist(assign_farms(components, settings.graph.min_farm_size), "communities")
-    farms = communities.where(F.col("farm_id").isNotNull())
+    links = _persist(spark, account_links(entities, stats), out / "account_links")
     return {
-        "components_backend": backend,
         "accounts": n_accounts,
         "entities": stats.count(),
         "hub_entities": stats.where("is_hub").count(),
         "links": links.count(),
+    }
+
+
+def find_communities(
+    spark: SparkSession, settings: Settings, accounts: DataFrame, run_dir: Path
+) -> dict[str, object]:
+    """Connected components over the run's links, then farm candidates; returns figures."""
+    out = run_dir / "graph"
+    links = spark.read.parquet(str(out / "account_links"))
+    components, backend = connected_components(
+        spark, accounts.select("account_id"), links, settings.graph
+    )
+    communities = _persist(
+        spark, assign_farms(components, settings.graph.min_farm_size), out / "communities"
+    )
+    farms = communities.where(F.col("farm_id").isNotNull())
+    return {
+        "components_backend": backend,
         "farm_candidates": farms.select("farm_id").distinct().count(),
         "accounts_in_farm_candidates": farms.count(),
     }

@@ -173,6 +173,22 @@ class PublishSettings(_Section):
         return self.target or str((home / "bucket").resolve())
 
 
+class OrchestrationSettings(_Section):
+    """Prefect schedules, retries of I/O steps, resumption and failure notifications."""
+
+    nightly_cron: str = "0 2 * * *"
+    retrain_cron: str = "0 3 * * 0"
+    timezone: str = "UTC"
+    io_retries: int = Field(default=2, description="Retries of the registry and publish steps.")
+    io_retry_delays_seconds: list[int] = Field(default_factory=lambda: [10, 60])
+    resume: bool = Field(
+        default=True, description="Skip stages a previous attempt of the same run finished."
+    )
+    webhook_url: str | None = Field(
+        default=None, description="POSTed a JSON message when a run fails or a list is held."
+    )
+
+
 _RESULT_SECTIONS = {"ingest", "graph", "model", "bans"}
 
 
@@ -193,6 +209,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     bans: BanSettings = BanSettings()
     publish: PublishSettings = PublishSettings()
+    orchestration: OrchestrationSettings = OrchestrationSettings()
 
     @classmethod
     def settings_customise_sources(

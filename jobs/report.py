@@ -103,6 +103,10 @@ def render_text(summary: dict[str, Any]) -> str:
 def render_markdown(summary: dict[str, Any]) -> str:
     """A markdown table for the Prefect artifact."""
     rows = [(k, v) for k, v in summary.items() if not isinstance(v, dict)]
+    published = summary.get("published") or {}
+    for key in ("status", "message", "store", "prefix"):
+        if key in published:
+            rows.append((f"ban_list.{key}", published[key]))
     for key, value in (summary.get("ground_truth") or {}).items():
         rows.append((f"ground_truth.{key}", round(value, 4)))
     for key, value in (summary.get("stage_seconds") or {}).items():

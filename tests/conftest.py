@@ -159,5 +159,78 @@ def s3_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoS
         server.stop()
 
 
+class PrefectServer:
+    """``prefect server start`` on a free loopback port with its own SQLite database."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
+        self.workdir = workdir
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Start the server and wait until ``/api/health`` answers."""
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(self.workdir / "home"),
+            "PREFECT_API_DATABASE_CONNECTION_URL": (
+                f"sqlite+aiosqlite:///{self.workdir / 'prefect.db'}"
+            ),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "false",
+        }
+        env.pop("PREFECT_API_URL", None)
+        executable = Path(sys.executable).parent / "prefect"
+        with (self.workdir / "server.log").open("a") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(executable),
+                    "server",
+                    "start",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for_http(f"{self.api_url}/health", self.process, timeout=180)
+
+    def stop(self) -> None:
+        """Terminate the server (kill if it does not exit)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def prefect_server(tmp_path: Path) -> Iterator[PrefectServer]:
+    """A real Prefect API server for the test, stopped afterwards."""
+    workdir = tmp_path / "prefect-server"
+    workdir.mkdir()
+    server = PrefectServer(workdir)
+    try:
+        server.start()
+        yield server
+    finally:
+        # Ship queued logs and events while the server is up; otherwise the next Prefect
+        # harness in this process would try to drain them into a server that is gone.
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        for worker in (APILogWorker, EventsWorker):
+            try:
+                worker.drain_all(timeout=30)
+            except Exception:  # noqa: BLE001 (best effort; the server stops regardless)
+                pass
+        server.stop()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

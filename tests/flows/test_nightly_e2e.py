@@ -9,6 +9,7 @@ table and checks that the failed run leaves the previous ban list in force.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -21,9 +22,11 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.nightly import nightly_flow
 from flows.training import training_flow
+from jobs.config import PublishSettings
 from jobs.generate import generate
 from jobs.ingest import InputTableError
 from jobs.reader import load_latest
+from jobs.store import S3Store
 from jobs.world import build_spec
 
 pytestmark = pytest.mark.e2e
@@ -93,15 +96,34 @@ def test_nightly_run_finds_the_campaign_and_publishes(
     assert top["accounts_banned"] > 0 and len(top["binding_entities"]) > 0
     assert any("of its farm" in r for r in banned["reasons"].iloc[0])
 
-    # The same date published to S3 through the same code gives the same list.
+    # The same date published to S3 through the same code, with an allowlist: the same list
+    # minus the allowlisted accounts, which are reported separately.
+    signups = pd.read_parquet(farmwatch_home / "lake" / "signups", columns=["account_id", "email"])
+    emails = dict(zip(signups["account_id"], signups["email"], strict=True))
+    first, second = banned["account_id"].iloc[0], banned["account_id"].iloc[-1]
+    domain = emails[second].split("@")[1].upper()
+    allowlist = farmwatch_home / "allowlist.csv"
+    allowlist.write_text(f"kind,value,note\naccount,{first},appeal\nemail_domain,{domain},org\n")
+    expected = {first} | {
+        a for a in banlist["account_id"] if emails[a].split("@")[1] == domain.lower()
+    }
     boto3.client("s3", endpoint_url=s3_server.url).create_bucket(Bucket="trust-banlists")
     monkeypatch.setenv("FARMWATCH_PUBLISH__TARGET", "s3://trust-banlists")
     monkeypatch.setenv("FARMWATCH_PUBLISH__ENDPOINT_URL", s3_server.url)
+    monkeypatch.setenv("FARMWATCH_BANS__ALLOWLIST", str(allowlist))
     on_s3 = nightly_flow()
     assert on_s3["published"]["store"] == "s3://trust-banlists"
-    assert on_s3["published"]["prefix"] == latest["prefix"]
     manifest, from_s3 = load_latest("s3://trust-banlists/banlists", endpoint_url=s3_server.url)
-    pd.testing.assert_frame_equal(from_s3, banlist)
+    assert manifest["allowlisted"]["accounts"] == len(expected)
+    pd.testing.assert_frame_equal(
+        from_s3, banlist[~banlist["account_id"].isin(expected)].reset_index(drop=True)
+    )
+    store = S3Store("trust-banlists", "", PublishSettings(endpoint_url=s3_server.url))
+    reported = pd.read_parquet(
+        io.BytesIO(store.get(f"{on_s3['published']['prefix']}/allowlisted.parquet"))
+    )
+    assert set(reported["account_id"]) == expected
+    monkeypatch.delenv("FARMWATCH_BANS__ALLOWLIST")
     monkeypatch.delenv("FARMWATCH_PUBLISH__TARGET")
     monkeypatch.delenv("FARMWATCH_PUBLISH__ENDPOINT_URL")
 

@@ -1,0 +1,170 @@
+"""Deployments on a real Prefect server: serve, trigger through the API, retry, fail safely.
+
+Starts ``prefect server start`` on a free loopback port (SQLite), moto's S3 server, and
+``farmwatch serve`` as a separate process pointed at both. Through the Prefect API it checks
+that the nightly and weekly deployments exist with their schedules and limits, triggers a
+nightly run on a small world and waits for it (state, artifact, ban list on S3), then kills the
+S3 server and triggers another date: the publish step retries, the run ends Failed with a
+readable reason, a webhook hears about it, and the list in force is untouched. Finally a
+backfill over both dates skips the published one and resumes the failed one after its last
+finished stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import date, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import boto3
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from flows.serve import NIGHTLY_DEPLOYMENT, RETRAIN_DEPLOYMENT, backfill_flow
+from flows.training import training_flow
+from jobs.config import PublishSettings
+from jobs.generate import generate
+from jobs.publish import latest_pointer, list_runs
+from jobs.store import S3Store
+from jobs.world import build_spec
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+BUCKET = "trust-banlists"
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self):  # noqa: N802
+        _Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def webhook():
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+    server.server_close()
+
+
+def _wait_for_deployments(names: list[str], timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            try:
+                return {n: client.read_deployment_by_name(n) for n in names}
+            except Exception:  # noqa: BLE001 (not registered yet)
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
+
+
+def test_served_deployments_run_retry_and_fail_safely(
+    spark, farmwatch_home, prefect_server, s3_server, webhook, monkeypatch, tmp_path
+):
+    spec = build_spec("distillation-campaign", 5_000, seed=5)
+    generate(spark, spec, farmwatch_home / "lake")
+    boto3.client("s3", endpoint_url=s3_server.url).create_bucket(Bucket=BUCKET)
+    env = {
+        "FARMWATCH_PUBLISH__TARGET": f"s3://{BUCKET}",
+        "FARMWATCH_PUBLISH__ENDPOINT_URL": s3_server.url,
+        "FARMWATCH_PUBLISH__S3_MAX_ATTEMPTS": "1",
+        "FARMWATCH_PUBLISH__S3_CONNECT_TIMEOUT_SECONDS": "1",
+        "FARMWATCH_ORCHESTRATION__IO_RETRY_DELAYS_SECONDS": "[1, 1]",
+        "FARMWATCH_ORCHESTRATION__WEBHOOK_URL": webhook,
+        "FARMWATCH_SPARK__DRIVER_MEMORY": "2g",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    store = S3Store(BUCKET, "", PublishSettings(endpoint_url=s3_server.url))
+    end = spec.end_date
+    day_before = (date.fromisoformat(end) - timedelta(days=1)).isoformat()
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+        assert training_flow()["promoted"] is True  # a champion to score with
+
+        log = (tmp_path / "serve.log").open("w")
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "serve"],
+            cwd=ROOT,
+            env={**os.environ, "PREFECT_API_URL": prefect_server.api_url},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            found = _wait_for_deployments([NIGHTLY_DEPLOYMENT, RETRAIN_DEPLOYMENT])
+            nightly = found[NIGHTLY_DEPLOYMENT]
+            assert nightly.schedules[0].schedule.cron == "0 2 * * *"
+            assert nightly.global_concurrency_limit.limit == 1
+            assert found[RETRAIN_DEPLOYMENT].schedules[0].schedule.cron == "0 3 * * 0"
+
+            good = run_deployment(
+                NIGHTLY_DEPLOYMENT, parameters={"run_date": end}, timeout=900, poll_interval=3
+            )
+            assert good.state.is_completed(), good.state
+            with get_client(sync_client=True) as client:
+                by_run = FlowRunFilter(id=FlowRunFilterId(any_=[good.id]))
+                artifacts = client.read_artifacts(flow_run_filter=by_run)
+            summary = [a for a in artifacts if a.key == "farmwatch-nightly"]
+            assert summary and "| banned |" in summary[0].data
+            assert "| model_version | 1 |" in summary[0].data
+            assert "| ban_list.status | published |" in summary[0].data
+            assert "| seconds.publish |" in summary[0].data
+            in_force = latest_pointer(store)
+            assert in_force["run_date"] == end
+
+            s3_server.kill()  # the bucket's endpoint goes down before the next run publishes
+            bad = run_deployment(
+                NIGHTLY_DEPLOYMENT,
+                parameters={"run_date": day_before},
+                timeout=900,
+                poll_interval=3,
+            )
+            assert bad.state.is_failed(), bad.state
+            assert "cannot reach" in (bad.state.message or "") or "cannot reach" in str(
+                bad.state.result(raise_on_failure=False)
+            )
+            with get_client(sync_client=True) as client:
+                tasks = client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[bad.id]))
+                )
+            publish = [t for t in tasks if t.name.startswith("publish")]
+            assert publish and publish[0].run_count == 3  # the first try and two retries
+            assert publish[0].state.is_failed()
+            assert any(
+                m["event"] == "run_failed" and m["run_date"] == day_before for m in _Hook.received
+            )
+        finally:
+            serve.terminate()
+            serve.wait(timeout=60)
+            log.close()
+
+        s3_server.restart()
+        assert latest_pointer(store) == in_force  # the failed run touched nothing
+
+        # Backfill: the published date is skipped, the failed one resumes after its last stage.
+        outcome = backfill_flow(start=day_before, end=end)
+        assert outcome == {day_before: "published", end: "skipped: published"}
+        runs = {r["run_date"]: r["status"] for r in list_runs(store)}
+        assert runs == {day_before: "published", end: "published"}
+        assert latest_pointer(store)["run_date"] == end  # an older date never takes over
+        report = json.loads(
+            (farmwatch_home / "runs" / f"dt={day_before}" / "report.json").read_text()
+        )
+        assert report["resumed_stages"] == ["ingest", "graph", "communities", "features", "score"]
