@@ -83,8 +83,14 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the nightly and weekly retraining deployments until interrupted."""
+    import signal
+
     settings = _settings(args)
     from flows.serve import serve_forever
+
+    # A service manager stops us with SIGTERM: exit through the normal path so the local
+    # Prefect server started for us is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
     serve_forever(settings, args.config, args.port)
     return 0

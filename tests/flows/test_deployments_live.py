@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from datetime import date, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -61,6 +63,12 @@ def webhook():
     yield f"http://127.0.0.1:{server.server_address[1]}/hook"
     server.shutdown()
     server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _wait_for_deployments(names: list[str], timeout: float = 240) -> dict:
@@ -168,3 +176,30 @@ def test_served_deployments_run_retry_and_fail_safely(
             (farmwatch_home / "runs" / f"dt={day_before}" / "report.json").read_text()
         )
         assert report["resumed_stages"] == ["ingest", "graph", "communities", "features", "score"]
+
+
+def test_serve_alone_starts_a_prefect_server_with_both_deployments(farmwatch_home, tmp_path):
+    """The newcomer's one command: no PREFECT_API_URL, so serve brings its own server."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"
+    log = (tmp_path / "serve.log").open("w")
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            _wait_for_deployments([NIGHTLY_DEPLOYMENT, RETRAIN_DEPLOYMENT])
+    finally:
+        serve.terminate()
+        serve.wait(timeout=60)
+        log.close()
+    time.sleep(1)
+    with pytest.raises(OSError):  # the server serve started is gone with it
+        urllib.request.urlopen(f"{api}/health", timeout=2)
