@@ -5,7 +5,7 @@ Out: generated worlds, trained models, published ban lists and short summaries o
 status 0 on success, 1 with a one-line reason on failure. Entry point of the console script.
 
 Sub-commands: ``generate``, ``train``, ``nightly``, ``demo`` (generate + train + nightly on a
-small world), ``serve`` (the scheduler), ``backfill``, ``banlist
+small world), ``serve`` (the scheduler), ``backfill``, ``model rollback``, ``banlist
 latest|runs|show|diff|revoke|release``.
 """
 
@@ -106,6 +106,18 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     )
     for day, what in outcome.items():
         print(f"{day}  {what}")
+    return 0
+
+
+def cmd_model_rollback(args: argparse.Namespace) -> int:
+    """Point the registry's champion back at an earlier model version."""
+    from models.farm_model import rollback_champion
+
+    settings = _settings(args)
+    old, new = rollback_champion(
+        settings.model, settings.model.tracking_uri_for(settings.home), args.to
+    )
+    print(f"champion of {settings.model.registered_model}: version {old} -> {new}")
     return 0
 
 
@@ -299,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--accounts", type=int, default=20_000)
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(func=cmd_demo)
+
+    mdl = sub.add_parser("model", help="registry operations")
+    mdl_sub = mdl.add_subparsers(dest="model_command", required=True)
+    rbk = mdl_sub.add_parser("rollback", help="point @champion back at an earlier version")
+    rbk.add_argument("--to", help="version (default: the champion it replaced)")
+    rbk.set_defaults(func=cmd_model_rollback)
 
     ban = sub.add_parser("banlist", help="trust-team view of published ban lists")
     ban_sub = ban.add_subparsers(dest="banlist_command", required=True)

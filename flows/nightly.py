@@ -148,6 +148,7 @@ def publish_task(
         listed, graph["communities"], graph["account_entities"]
     )
     banlist = listed.toPandas()
+    banlist.attrs = {}  # Spark Connect attaches query metrics that pandas cannot serialise
     store = store_for(settings.publish.target_for(settings.home), settings.publish)
     context = publish.RunContext(
         run_date=run_date,

@@ -270,6 +270,8 @@ class Published:
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    frame = frame.copy(deep=False)
+    frame.attrs = {}  # Spark Connect's toPandas() leaves query metrics here; not file content
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     return buffer.getvalue()

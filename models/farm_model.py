@@ -279,8 +279,48 @@ def train_and_register(
         mlflow.log_dict(decision, "promotion_decision.json")
         mlflow.set_tag("promoted", str(promoted))
         if promoted:
+            if champion is not None:
+                client.set_model_version_tag(
+                    settings.registered_model, version, "previous_champion", champion.version
+                )
             client.set_registered_model_alias(settings.registered_model, "champion", version)
     return {"version": version, "run_id": run.info.run_id, "metrics": metrics, **decision}
+
+
+def rollback_champion(
+    settings: ModelSettings, tracking_uri: str, to_version: str | None = None
+) -> tuple[str, str]:
+    """Point ``@champion`` back at an earlier version (default: the one it replaced).
+
+    Returns:
+        (old champion version, new champion version).
+
+    Raises:
+        ModelUnavailableError: no champion, no recorded predecessor, or an unknown version.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient()
+    name = settings.registered_model
+    current = _current_champion(client, name)
+    if current is None:
+        raise ModelUnavailableError(f"model {name!r} has no champion at {tracking_uri}")
+    target = to_version or current.tags.get("previous_champion")
+    if not target:
+        raise ModelUnavailableError(
+            f"champion version {current.version} of {name!r} replaced no earlier champion; "
+            "give the version to roll back to"
+        )
+    try:
+        client.get_model_version(name, target)
+    except MlflowException as exc:
+        raise ModelUnavailableError(f"model {name!r} has no version {target}") from exc
+    client.set_registered_model_alias(name, "champion", target)
+    client.set_model_version_tag(name, target, "rolled_back_from", current.version)
+    return str(current.version), str(target)
 
 
 def _current_champion(client: Any, name: str) -> Any:
@@ -313,9 +353,14 @@ def load_champion(settings: ModelSettings, tracking_uri: str) -> tuple[lgb.Boost
         version = MlflowClient().get_model_version_by_alias(settings.registered_model, "champion")
         booster = _load_booster(settings.registered_model, "champion")
     except MlflowException as exc:
+        first_line = str(exc).splitlines()[0]
+        if "API request" in first_line or "Max retries" in first_line:
+            raise ModelUnavailableError(
+                f"the MLflow tracking server at {tracking_uri} cannot be reached: {first_line}"
+            ) from exc
         raise ModelUnavailableError(
             f"no champion for model {settings.registered_model!r} at {tracking_uri}: run "
-            f"'farmwatch train' first ({str(exc).splitlines()[0]})"
+            f"'farmwatch train' first ({first_line})"
         ) from exc
     except Exception as exc:  # connection errors from the REST client
         raise ModelUnavailableError(

@@ -232,5 +232,104 @@ def prefect_server(tmp_path: Path) -> Iterator[PrefectServer]:
         server.stop()
 
 
+class MlflowServer:
+    """``mlflow server`` with a SQLite backend and a local artifact root, on loopback."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workdir = workdir
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Start the server and wait until ``/health`` answers."""
+        executable = Path(sys.executable).parent / "mlflow"
+        command = [
+            str(executable),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{self.workdir / 'mlflow.db'}",
+            "--artifacts-destination",
+            (self.workdir / "artifacts").as_uri(),
+        ]
+        with (self.workdir / "server.log").open("a") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        wait_for_http(f"{self.url}/health", self.process, timeout=120)
+
+    def stop(self) -> None:
+        """Terminate the server and its workers."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[MlflowServer]:
+    """A real MLflow tracking server for the test, stopped afterwards."""
+    workdir = tmp_path / "mlflow-server"
+    workdir.mkdir()
+    server = MlflowServer(workdir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+CLUSTER_SCRIPT = Path(__file__).resolve().parents[1] / "infra" / "spark-local-cluster.sh"
+
+
+def wait_for_log(path: Path, text: str, count: int = 1, timeout: float = 120.0) -> None:
+    """Wait until ``text`` appears ``count`` times in a log file."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text(errors="replace").count(text) >= count:
+            return
+        time.sleep(0.5)
+    tail = path.read_text(errors="replace")[-2000:] if path.exists() else "(no log)"
+    raise TimeoutError(f"{text!r} x{count} not in {path} after {timeout:.0f}s:\n{tail}")
+
+
+def _cluster_script(state: Path, *args: str) -> None:
+    env = {**os.environ, "FARMWATCH_SPARK_STATE": str(state), "PYTHON": sys.executable}
+    subprocess.run(["bash", str(CLUSTER_SCRIPT), *args], env=env, check=True, timeout=120)
+
+
+@pytest.fixture
+def spark_cluster(tmp_path: Path) -> Iterator[str]:
+    """A Spark standalone master and two 1-core workers on loopback (infra script)."""
+    state = tmp_path / "spark-cluster"
+    port = free_port()
+    try:
+        _cluster_script(state, "start-cluster", str(port), "2", "1", "2g")
+        wait_for_log(state / "master.log", "Registering worker", count=2)
+        yield f"spark://127.0.0.1:{port}"
+    finally:
+        _cluster_script(state, "stop-cluster")
+
+
+@pytest.fixture
+def spark_connect_server(tmp_path: Path) -> Iterator[str]:
+    """A Spark Connect server (local[2] behind it) on loopback (infra script)."""
+    state = tmp_path / "spark-connect"
+    port = free_port()
+    try:
+        _cluster_script(state, "start-connect", str(port), "local[2]")
+        wait_for_log(state / "connect.log", "Spark Connect server started")
+        yield f"sc://127.0.0.1:{port}"
+    finally:
+        _cluster_script(state, "stop-connect")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -86,7 +86,7 @@ def _wait_for_deployments(names: list[str], timeout: float = 240) -> dict:
 def test_served_deployments_run_retry_and_fail_safely(
     spark, farmwatch_home, prefect_server, s3_server, webhook, monkeypatch, tmp_path
 ):
-    spec = build_spec("distillation-campaign", 5_000, seed=5)
+    spec = build_spec("distillation-campaign", 3_000, seed=5)
     generate(spark, spec, farmwatch_home / "lake")
     boto3.client("s3", endpoint_url=s3_server.url).create_bucket(Bucket=BUCKET)
     env = {

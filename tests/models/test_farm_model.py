@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 from pyspark.sql import types as T
 
 from jobs.config import ModelSettings
@@ -15,6 +16,7 @@ from models.farm_model import (
     build_training_set,
     load_champion,
     recall_at_precision,
+    rollback_champion,
     train,
     train_and_register,
 )
@@ -92,30 +94,65 @@ def test_time_split_and_validation(spark):
         build_training_set(f, only_legit, 0.3)
 
 
-def test_register_promote_refuse_and_load(spark, tmp_path):
+def test_registry_lifecycle_on_a_tracking_server(spark, tmp_path, mlflow_server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     feats, labels = world()
     f, lab = spark_frames(spark, feats, labels)
-    split = build_training_set(f, lab, 0.3)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    artifacts = (tmp_path / "artifacts").as_uri()
-    first = train_and_register(split, SETTINGS, uri, 0.9, artifact_location=artifacts)
-    assert any((tmp_path / "artifacts").rglob("MLmodel")), "artifacts not under the given root"
-    assert (first["version"], first["promoted"]) == ("1", True)
-    assert first["metrics"]["auroc"] > 0.95
-    shuffled = split.__class__(
-        split.train.assign(label=np.random.default_rng(1).permutation(split.train["label"])),
-        split.valid,
-        split.test,
-        split.cutoff,
-        split.fingerprint,
+    good = build_training_set(f, lab, 0.3)
+    bad = good.__class__(
+        good.train.assign(label=np.random.default_rng(1).permutation(good.train["label"])),
+        good.valid,
+        good.test,
+        good.cutoff,
+        good.fingerprint,
     )
-    second = train_and_register(shuffled, SETTINGS, uri, 0.9, artifact_location=artifacts)
-    assert (second["version"], second["promoted"]) == ("2", False)
+    uri = mlflow_server.url
+    first = train_and_register(bad, SETTINGS, uri, 0.9)  # no champion yet: promoted
+    assert (first["version"], first["promoted"]) == ("1", True)
+    second = train_and_register(good, SETTINGS, uri, 0.9)  # better on the same holdout
+    assert (second["version"], second["promoted"]) == ("2", True)
     assert second["champion_auprc"] == pytest.approx(first["metrics"]["auprc"])
+    assert second["metrics"]["auroc"] > 0.95
+    third = train_and_register(bad, SETTINGS, uri, 0.9)  # worse: registered, not promoted
+    assert (third["version"], third["promoted"]) == ("3", False)
+    assert third["champion_version"] == "2"
+
+    client = MlflowClient(uri)
+    assert client.get_model_version_by_alias(SETTINGS.registered_model, "challenger").version == "3"
+    artifacts = client.list_artifacts(second["run_id"])
+    assert {"promotion_decision.json", "feature_list.json", "dataset_fingerprint.json"} <= {
+        a.path for a in artifacts
+    }
     booster, version = load_champion(SETTINGS, uri)
-    assert version == "1"
+    assert version == "2" and booster.num_trees() > 0
     with pytest.raises(ModelUnavailableError, match="no champion"):
         load_champion(ModelSettings(registered_model="nobody"), uri)
+
+    assert rollback_champion(SETTINGS, uri) == ("2", "1")  # back to what 2 replaced
+    assert load_champion(SETTINGS, uri)[1] == "1"
+    with pytest.raises(ModelUnavailableError, match="replaced no earlier champion"):
+        rollback_champion(SETTINGS, uri)
+    assert rollback_champion(SETTINGS, uri, "2") == ("1", "2")
+    with pytest.raises(ModelUnavailableError, match="no version 9"):
+        rollback_champion(SETTINGS, uri, "9")
+
+    mlflow_server.stop()
+    with pytest.raises(ModelUnavailableError, match="cannot be reached"):
+        load_champion(SETTINGS, uri)
+
+
+def test_sqlite_registry_keeps_artifacts_where_told(spark, tmp_path):
+    feats, labels = world(300, seed=5)
+    f, lab = spark_frames(spark, feats, labels)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    artifacts = (tmp_path / "artifacts").as_uri()
+    result = train_and_register(
+        build_training_set(f, lab, 0.3), SETTINGS, uri, 0.9, artifact_location=artifacts
+    )
+    assert result["promoted"] is True
+    assert any((tmp_path / "artifacts").rglob("MLmodel")), "artifacts not under the given root"
+    assert load_champion(SETTINGS, uri)[1] == "1"
 
 
 def test_scoring_in_spark_matches_the_booster(spark):
