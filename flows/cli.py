@@ -160,17 +160,14 @@ def _banlist_store(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def _run_prefix(store: Any, prefix: str, run_id: str | None) -> str:
-    from jobs.publish import latest_pointer, list_runs
+    from jobs.publish import find_run, latest_pointer
 
     if run_id is None:
         latest = latest_pointer(store, prefix)
         if latest is None:
             raise FileNotFoundError(f"no ban list in force under {store.describe()}/{prefix}")
         return latest["prefix"]
-    for run in list_runs(store, prefix):
-        if run["run_id"] == run_id:
-            return run["prefix"]
-    raise KeyError(f"no run {run_id!r} under {store.describe()}/{prefix}")
+    return find_run(store, prefix, run_id)["prefix"]
 
 
 def cmd_banlist_latest(args: argparse.Namespace) -> int:

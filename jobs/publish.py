@@ -51,6 +51,7 @@ __all__ = [
     "apply_allowlist",
     "assign_actions",
     "attach_evidence",
+    "find_run",
     "latest_pointer",
     "list_runs",
     "load_allowlist",
@@ -432,11 +433,18 @@ def latest_pointer(store: ObjectStore, prefix: str = "banlists") -> dict[str, An
         return None
 
 
-def _point_latest(store: ObjectStore, prefix: str, run_prefix: str) -> None:
-    """Verify every file of the run, then write ``latest.json`` (the commit point)."""
+def _point_latest(
+    store: ObjectStore, prefix: str, run_prefix: str, files_verified: bool = False
+) -> None:
+    """Verify every file of the run, then write ``latest.json`` (the commit point).
+
+    ``files_verified`` skips re-reading the files when the caller has just read each one back
+    and matched its sha256 (a fresh publish); release, revoke and re-runs verify here.
+    """
     manifest_bytes = store.get(f"{run_prefix}/manifest.json")
     manifest = json.loads(manifest_bytes)
-    for name, meta in manifest["files"].items():
+    to_check = {} if files_verified else manifest["files"]
+    for name, meta in to_check.items():
         if _sha(store.get(f"{run_prefix}/{name}")) != meta["sha256"]:
             raise StoreError(f"{run_prefix}/{name} does not match its manifest; not publishing")
     latest = {
@@ -571,7 +579,7 @@ def publish(
         )
     in_force = latest is None or context.run_date >= latest["run_date"]
     if in_force:
-        _point_latest(store, prefix, run_prefix)
+        _point_latest(store, prefix, run_prefix, files_verified=True)
     message = "published" if in_force else f"published (older than {latest['run_date']})"
     return Published(run_prefix, manifest, "published", in_force, message)
 
@@ -598,7 +606,8 @@ def _rerun(
     return Published(run_prefix, manifest, status, in_force, "identical run already published")
 
 
-def _find_run(store: ObjectStore, prefix: str, run_id: str) -> dict[str, Any]:
+def find_run(store: ObjectStore, prefix: str, run_id: str) -> dict[str, Any]:
+    """The :func:`list_runs` entry of one run id; ``KeyError`` if there is none."""
     for run in list_runs(store, prefix):
         if run["run_id"] == run_id:
             return run
@@ -607,7 +616,7 @@ def _find_run(store: ObjectStore, prefix: str, run_id: str) -> dict[str, Any]:
 
 def release(store: ObjectStore, prefix: str, run_id: str, note: str) -> Published:
     """Publish a held run after review: verify it and move ``latest.json`` to it if newest."""
-    run = _find_run(store, prefix, run_id)
+    run = find_run(store, prefix, run_id)
     if run["status"] != "held":
         raise ValueError(f"run {run_id} is {run['status']}, only a held run can be released")
     manifest = json.loads(store.get(f"{run['prefix']}/manifest.json"))
@@ -628,7 +637,7 @@ def revoke(store: ObjectStore, prefix: str, run_id: str, reason: str) -> dict[st
     """
     if not reason.strip():
         raise ValueError("a revoke needs a reason")
-    run = _find_run(store, prefix, run_id)
+    run = find_run(store, prefix, run_id)
     if run["status"] == "revoked":
         raise ValueError(f"run {run_id} is already revoked")
     _write_status(store, run["prefix"], "revoked", {"reason": reason})
@@ -643,15 +652,21 @@ def revoke(store: ObjectStore, prefix: str, run_id: str, reason: str) -> dict[st
     return latest_pointer(store, prefix)
 
 
+def _read_verified(
+    store: ObjectStore, run_prefix: str, manifest: dict[str, Any], name: str
+) -> pd.DataFrame:
+    data = store.get(f"{run_prefix}/{name}")
+    if _sha(data) != manifest["files"][name]["sha256"]:
+        raise StoreError(f"{run_prefix}/{name} does not match its manifest")
+    return pd.read_parquet(io.BytesIO(data))
+
+
 def read_run(
     store: ObjectStore, run_prefix: str, name: str = "banlist.parquet"
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """A run's manifest and one of its Parquet files, checked against the manifest's sha256."""
     manifest = json.loads(store.get(f"{run_prefix}/manifest.json"))
-    data = store.get(f"{run_prefix}/{name}")
-    if _sha(data) != manifest["files"][name]["sha256"]:
-        raise StoreError(f"{run_prefix}/{name} does not match its manifest")
-    return manifest, pd.read_parquet(io.BytesIO(data))
+    return manifest, _read_verified(store, run_prefix, manifest, name)
 
 
 def read_latest(
@@ -664,4 +679,5 @@ def read_latest(
     manifest_bytes = store.get(f"{latest['prefix']}/manifest.json")
     if _sha(manifest_bytes) != latest["manifest_sha256"]:
         raise StoreError(f"{latest['prefix']}/manifest.json does not match latest.json")
-    return read_run(store, latest["prefix"])
+    manifest = json.loads(manifest_bytes)
+    return manifest, _read_verified(store, latest["prefix"], manifest, "banlist.parquet")

@@ -57,6 +57,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture
+def loopback_port() -> int:
+    """A free loopback port for a server the test starts itself."""
+    return free_port()
+
+
 def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
     """Poll ``url`` until it answers (any HTTP status) or fail with the server's output."""
     deadline = time.monotonic() + timeout
@@ -73,15 +79,59 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 60.0) ->
     raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
 
 
-class MotoS3Server:
+class LoopbackServer:
+    """A server run as a child process on a free loopback port: launch, wait, always stop."""
+
+    stop_grace_seconds = 30.0
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    def launch(
+        self,
+        command: list[str],
+        log: Path,
+        ready_url: str,
+        env: dict[str, str] | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        """Start ``command`` (output appended to ``log``) and wait until ``ready_url`` answers."""
+        with log.open("a") as out:
+            self.process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        wait_for_http(ready_url, self.process, timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Terminate the server (kill if it does not exit within the grace period)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=self.stop_grace_seconds)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _executable(name: str) -> str:
+    """A console script installed beside this interpreter."""
+    return str(Path(sys.executable).parent / name)
+
+
+class MotoS3Server(LoopbackServer):
     """moto's standalone server (``moto_server``) as a child process on loopback."""
 
+    stop_grace_seconds = 10.0
+
     def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
+        super().__init__()
         self.url = f"http://127.0.0.1:{self.port}"
         self.journal = workdir / "moto-journal.jsonl"
         self.log = workdir / "moto.log"
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         """Start the server (recording every request to the journal) and wait for it."""
@@ -90,21 +140,12 @@ class MotoS3Server:
             "MOTO_ENABLE_RECORDING": "1",
             "MOTO_RECORDER_FILEPATH": str(self.journal),
         }
-        executable = Path(sys.executable).parent / "moto_server"
-        with self.log.open("a") as log:
-            self.process = subprocess.Popen(
-                [str(executable), "-H", "127.0.0.1", "-p", str(self.port)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for_http(f"{self.url}/moto-api/", self.process)
-
-    def kill(self) -> None:
-        """SIGKILL the server, as a crash would."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=30)
+        self.launch(
+            [_executable("moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+            self.log,
+            f"{self.url}/moto-api/",
+            env=env,
+        )
 
     def restart(self) -> None:
         """Start a new process on the same port and replay the journal into it."""
@@ -131,15 +172,6 @@ class MotoS3Server:
         )
         urllib.request.urlopen(request, timeout=30)
 
-    def stop(self) -> None:
-        """Terminate the server (kill if it does not exit)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
 
 @pytest.fixture
 def s3_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoS3Server]:
@@ -159,14 +191,13 @@ def s3_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoS
         server.stop()
 
 
-class PrefectServer:
+class PrefectServer(LoopbackServer):
     """``prefect server start`` on a free loopback port with its own SQLite database."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
+        super().__init__()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         self.workdir = workdir
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         """Start the server and wait until ``/api/health`` answers."""
@@ -180,33 +211,14 @@ class PrefectServer:
             "PREFECT_UI_ENABLED": "false",
         }
         env.pop("PREFECT_API_URL", None)
-        executable = Path(sys.executable).parent / "prefect"
-        with (self.workdir / "server.log").open("a") as log:
-            self.process = subprocess.Popen(
-                [
-                    str(executable),
-                    "server",
-                    "start",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                ],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for_http(f"{self.api_url}/health", self.process, timeout=180)
-
-    def stop(self) -> None:
-        """Terminate the server (kill if it does not exit)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
+        command = [_executable("prefect"), "server", "start", "--host", "127.0.0.1"]
+        self.launch(
+            [*command, "--port", str(self.port)],
+            self.workdir / "server.log",
+            f"{self.api_url}/health",
+            env=env,
+            timeout=180,
+        )
 
 
 @pytest.fixture
@@ -232,20 +244,18 @@ def prefect_server(tmp_path: Path) -> Iterator[PrefectServer]:
         server.stop()
 
 
-class MlflowServer:
+class MlflowServer(LoopbackServer):
     """``mlflow server`` with a SQLite backend and a local artifact root, on loopback."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
+        super().__init__()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir
-        self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         """Start the server and wait until ``/health`` answers."""
-        executable = Path(sys.executable).parent / "mlflow"
         command = [
-            str(executable),
+            _executable("mlflow"),
             "server",
             "--host",
             "127.0.0.1",
@@ -258,19 +268,7 @@ class MlflowServer:
             "--artifacts-destination",
             (self.workdir / "artifacts").as_uri(),
         ]
-        with (self.workdir / "server.log").open("a") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        wait_for_http(f"{self.url}/health", self.process, timeout=120)
-
-    def stop(self) -> None:
-        """Terminate the server and its workers."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
+        self.launch(command, self.workdir / "server.log", f"{self.url}/health", timeout=120)
 
 
 @pytest.fixture

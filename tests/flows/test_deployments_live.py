@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -63,12 +62,6 @@ def webhook():
     yield f"http://127.0.0.1:{server.server_address[1]}/hook"
     server.shutdown()
     server.server_close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_for_deployments(names: list[str], timeout: float = 240) -> dict:
@@ -178,9 +171,11 @@ def test_served_deployments_run_retry_and_fail_safely(
         assert report["resumed_stages"] == ["ingest", "graph", "communities", "features", "score"]
 
 
-def test_serve_alone_starts_a_prefect_server_with_both_deployments(farmwatch_home, tmp_path):
+def test_serve_alone_starts_a_prefect_server_with_both_deployments(
+    farmwatch_home, tmp_path, loopback_port
+):
     """The newcomer's one command: no PREFECT_API_URL, so serve brings its own server."""
-    port = _free_port()
+    port = loopback_port
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"
