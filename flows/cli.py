@@ -5,7 +5,8 @@ Out: generated worlds, trained models, published ban lists and short summaries o
 status 0 on success, 1 with a one-line reason on failure. Entry point of the console script.
 
 Sub-commands: ``generate``, ``train``, ``nightly``, ``demo`` (generate + train + nightly on a
-small world), ``serve`` (the scheduler), ``backfill``, ``model rollback``, ``banlist
+small world), ``serve`` (the scheduler), ``backfill``, ``model rollback``, ``evaluate-graph``
+(cross-validate the model with and without graph features on a labelled graph), ``banlist
 latest|runs|show|diff|revoke|release``.
 """
 
@@ -31,6 +32,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """Generate a synthetic world into the lake."""
     from flows.runtime import spark_for
     from jobs.generate import generate
+    from jobs.lake import lake_location
     from jobs.world import build_spec, load_overrides
 
     settings = _settings(args)
@@ -38,7 +40,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.end_date:
         overrides["end_date"] = args.end_date
     spec = build_spec(args.scenario, args.accounts, args.seed, overrides)
-    lake = Path(args.lake).resolve() if args.lake else settings.lake.lake_path
+    lake = (
+        lake_location(args.lake, settings.lake.endpoint_url, settings.lake.region)
+        if args.lake
+        else settings.lake.lake_path
+    )
     start = time.perf_counter()
     counts = generate(spark_for(settings), spec, lake)
     print(
@@ -118,6 +124,28 @@ def cmd_model_rollback(args: argparse.Namespace) -> int:
         settings.model, settings.model.tracking_uri_for(settings.home), args.to
     )
     print(f"champion of {settings.model.registered_model}: version {old} -> {new}")
+    return 0
+
+
+def cmd_evaluate_graph(args: argparse.Namespace) -> int:
+    """Cross-validate LightGBM on a labelled graph, without and with graph features."""
+    from flows.runtime import settings_for, spark_for
+    from models.evaluate_graph import evaluate_labelled_graph, render_table
+
+    settings = settings_for(args.config)
+    result = evaluate_labelled_graph(
+        spark_for(settings),
+        Path(args.nodes),
+        Path(args.edges),
+        settings.model,
+        folds=args.folds,
+        seed=settings.model.seed if args.seed is None else args.seed,
+        max_degree=args.max_degree,
+    )
+    print(render_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"result: {args.json}")
     return 0
 
 
@@ -314,6 +342,23 @@ def build_parser() -> argparse.ArgumentParser:
     rbk = mdl_sub.add_parser("rollback", help="point @champion back at an earlier version")
     rbk.add_argument("--to", help="version (default: the champion it replaced)")
     rbk.set_defaults(func=cmd_model_rollback)
+
+    evg = sub.add_parser(
+        "evaluate-graph",
+        help="cross-validate the model with and without graph features on a labelled graph",
+    )
+    evg.add_argument("--nodes", required=True, help="Parquet: id, label (0/1), numeric features")
+    evg.add_argument("--edges", required=True, help="Parquet: src, dst, optional type")
+    evg.add_argument("--folds", type=int, default=5, help="stratified folds (default 5)")
+    evg.add_argument("--seed", type=int, help="fold and LightGBM seed (default: model.seed)")
+    evg.add_argument(
+        "--max-degree",
+        type=int,
+        default=200,
+        help="nodes of higher degree are not expanded through for 2-hop features",
+    )
+    evg.add_argument("--json", help="also write the result to this JSON file")
+    evg.set_defaults(func=cmd_evaluate_graph)
 
     ban = sub.add_parser("banlist", help="trust-team view of published ban lists")
     ban_sub = ban.add_subparsers(dest="banlist_command", required=True)

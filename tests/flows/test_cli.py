@@ -26,6 +26,16 @@ def test_parser_knows_every_command():
     revoke = parser.parse_args(["banlist", "revoke", "abc", "--reason", "appeal"])
     assert (revoke.run, revoke.reason) == ("abc", "appeal")
     assert parser.parse_args(["nightly", "--release-held"]).release_held is True
+    evaluate = parser.parse_args(
+        ["evaluate-graph", "--nodes", "n.parquet", "--edges", "e.parquet", "--folds", "3"]
+    )
+    assert (evaluate.command, evaluate.nodes, evaluate.edges, evaluate.folds) == (
+        "evaluate-graph",
+        "n.parquet",
+        "e.parquet",
+        3,
+    )
+    assert (evaluate.seed, evaluate.max_degree, evaluate.json) == (None, 200, None)
     with pytest.raises(SystemExit):
         parser.parse_args(["explode"])
 
