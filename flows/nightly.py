@@ -18,6 +18,7 @@ server (a temporary local one) unless ``PREFECT_API_URL`` names one.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import time
 from datetime import datetime, timedelta
@@ -167,7 +168,7 @@ def publish_task(
         allowlisted=allowlisted,
         release_held=release_held,
     )
-    banlist.to_parquet(run_dir / "banlist.parquet", index=False)
+    (run_dir / "banlist.parquet").write_bytes(banlist.to_parquet(index=False))
     log = get_run_logger()
     (log.warning if result.status != "published" else log.info)("publish: %s", result.message)
     if result.status == "held":
@@ -208,7 +209,7 @@ def report_task(
     import pandas as pd
 
     spark = spark_for(settings)
-    listed = pd.read_parquet(run_dir / "banlist.parquet")
+    listed = pd.read_parquet(io.BytesIO((run_dir / "banlist.parquet").read_bytes()))
     summary = report.build_summary(
         spark, listed, scored, graph_summary["farm_candidates"], settings.lake.lake_path
     )

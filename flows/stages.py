@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from jobs.lake import ObjectPath, write_text_atomic
+
 
 class RunLocked(RuntimeError):
     """Another farmwatch run holds the lock of this home."""
@@ -56,7 +58,7 @@ def run_lock(home: Path, what: str) -> Iterator[None]:
         handle.close()  # closing releases the lock
 
 
-def input_digest(lake: Path) -> str:
+def input_digest(lake: Path | ObjectPath) -> str:
     """A digest of the input tables' files (names, sizes, modification times)."""
     entries = []
     if lake.is_dir():
@@ -76,7 +78,7 @@ class StageLedger:
         resume: skip stages whose recorded key matches (otherwise run everything).
     """
 
-    def __init__(self, run_dir: Path, seed: str, resume: bool) -> None:
+    def __init__(self, run_dir: Path | ObjectPath, seed: str, resume: bool) -> None:
         self.folder = run_dir / "_stages"
         self.key = hashlib.sha256(seed.encode()).hexdigest()[:16]
         self.resume = resume
@@ -113,7 +115,5 @@ class StageLedger:
             "seconds": round(self.seconds[name], 1),
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2, default=str))
-        os.replace(tmp, marker)
+        write_text_atomic(marker, json.dumps(record, indent=2, default=str))
         return result

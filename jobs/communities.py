@@ -1,11 +1,15 @@
-"""Graph and communities stages: account graph -> connected components -> farm candidates.
+"""Graph and communities stages: account graph -> components -> communities -> farm candidates.
 
 In: the accepted tables of one run (from :mod:`jobs.ingest`). Out, under ``<run_dir>/graph``:
-``account_entities``, ``entity_stats``, ``account_links`` (:func:`build_graph`) and
-``communities`` (``account_id, component_id, farm_id, community_size``;
-:func:`find_communities`). A component with at least ``GraphSettings.min_farm_size`` accounts is
-a farm candidate and gets a ``farm_id``; the model then decides which of its members are farm
-accounts. Called by the nightly and training flows.
+``account_entities``, ``entity_stats``, ``account_links`` (:func:`build_graph`), ``components``
+and ``communities`` (:func:`find_communities`). Connected components over hard-key links say
+which accounts are connected at all; components of ``GraphSettings.refine_min_size`` or more
+accounts are split by Leiden (:mod:`jobs.refine`) over the weighted account-entity graph (hard
+and soft keys, IDF weights, hubs excluded), so one giant component never becomes one farm. A
+community of at least ``GraphSettings.min_farm_size`` accounts is a farm candidate with a
+``farm_id``; the model then decides which members are farm accounts. The ``communities`` table is
+``account_id, component_id, community_id, farm_id, community_size, component_size,
+community_density, binding_entities``. Called by the nightly and training flows.
 """
 
 from __future__ import annotations
@@ -17,30 +21,110 @@ from pyspark.sql import functions as F
 
 from jobs.components import connected_components
 from jobs.config import Settings
-from jobs.graph import account_entities, account_links, entity_stats, require_columns
+from jobs.graph import (
+    EVIDENCE_KIND,
+    LINK_ENTITY_TYPES,
+    account_entities,
+    account_links,
+    behaviour_entities,
+    community_density,
+    entity_stats,
+    require_columns,
+    shared_entities,
+    top_binding_entities,
+)
+from jobs.refine import refine_communities
 
 
 def assign_farms(components: DataFrame, min_farm_size: int) -> DataFrame:
-    """Give every component of at least ``min_farm_size`` accounts a stable ``farm_id``.
+    """Give every community of at least ``min_farm_size`` accounts a stable ``farm_id``.
 
     Args:
-        components: ``account_id, component_id``.
-        min_farm_size: smallest component that is a farm candidate.
+        components: ``account_id, component_id`` and, after refinement, ``community_id``
+            (without it every component is one community).
+        min_farm_size: smallest community that is a farm candidate.
 
     Returns:
-        ``account_id, component_id, community_size, farm_id`` (``farm_id`` null when too small).
+        ``account_id, component_id, community_id, community_size, component_size, farm_id``
+        (``farm_id`` null when the community is too small).
     """
     require_columns(components, "components", ("account_id", "component_id"))
     if min_farm_size < 2:
         raise ValueError(f"min_farm_size must be at least 2, got {min_farm_size}")
-    sizes = components.groupBy("component_id").agg(F.count("*").alias("community_size"))
-    farm_id = F.concat(F.lit("farm_"), F.substring(F.sha2(F.col("component_id"), 256), 1, 12))
-    return components.join(sizes, "component_id").select(
-        "account_id",
-        "component_id",
-        "community_size",
-        F.when(F.col("community_size") >= min_farm_size, farm_id).alias("farm_id"),
+    if "community_id" not in components.columns:
+        components = components.withColumn("community_id", F.col("component_id"))
+    community_sizes = components.groupBy("community_id").agg(F.count("*").alias("community_size"))
+    component_sizes = components.groupBy("component_id").agg(F.count("*").alias("component_size"))
+    farm_id = F.concat(F.lit("farm_"), F.substring(F.sha2(F.col("community_id"), 256), 1, 12))
+    return (
+        components.join(community_sizes, "community_id")
+        .join(component_sizes, "component_id")
+        .select(
+            "account_id",
+            "component_id",
+            "community_id",
+            "community_size",
+            "component_size",
+            F.when(F.col("community_size") >= min_farm_size, farm_id).alias("farm_id"),
+        )
     )
+
+
+def refinement_edges(entities: DataFrame, stats: DataFrame, soft_key_weight: float) -> DataFrame:
+    """The account-entity graph Leiden refines components on (no account-account projection).
+
+    Args:
+        entities: ``account_id, entity_type, entity_id``.
+        stats: :func:`jobs.graph.entity_stats` output.
+        soft_key_weight: multiplier on the IDF weight of soft-key entities.
+
+    Returns:
+        ``src`` (account), ``dst`` (``type:hash`` entity node), ``weight`` (IDF-like, soft keys
+        scaled), ``dst_is_entity`` (true) and ``kind`` (:data:`jobs.graph.EVIDENCE_KIND`) over
+        every non-hub entity shared by 2+ accounts.
+    """
+    require_columns(stats, "entity_stats", ("entity_type", "entity_id", "degree", "weight"))
+    scale = F.when(F.col("entity_type").isin(*LINK_ENTITY_TYPES), 1.0).otherwise(soft_key_weight)
+    usable = stats.where((~F.col("is_hub")) & (F.col("degree") >= 2)).select(
+        "entity_type",
+        "entity_id",
+        (F.greatest(F.col("weight"), F.lit(1e-3)) * scale).alias("weight"),
+    )
+    kind = F.lit("other")
+    for entity_type, evidence in EVIDENCE_KIND.items():
+        kind = F.when(F.col("entity_type") == entity_type, evidence).otherwise(kind)
+    return entities.join(usable, ["entity_type", "entity_id"]).select(
+        F.col("account_id").alias("src"),
+        F.concat_ws(":", "entity_type", "entity_id").alias("dst"),
+        "weight",
+        F.lit(True).alias("dst_is_entity"),
+        kind.alias("kind"),
+    )
+
+
+def describe_communities(
+    communities: DataFrame, links: DataFrame, entities: DataFrame, top_entities: int
+) -> DataFrame:
+    """Add each community's link density and the entities that bind it.
+
+    Args:
+        communities: :func:`assign_farms` output.
+        links: account graph edges ``src, dst``.
+        entities: ``account_id, entity_type, entity_id``.
+        top_entities: binding entities kept per farm candidate.
+
+    Returns:
+        ``communities`` plus ``community_density`` (links inside the community over its
+        account pairs) and ``binding_entities`` (``type:hash (n accounts)``, most shared first;
+        only for farm candidates).
+    """
+    require_columns(links, "account_links", ("src", "dst"))
+    density = community_density(communities, links, "community_id")
+    farms = communities.where(F.col("farm_id").isNotNull()).select("account_id", "community_id")
+    binding = top_binding_entities(
+        shared_entities(farms, entities, "community_id"), "community_id", top_entities
+    )
+    return communities.join(density, "community_id", "left").join(binding, "community_id", "left")
 
 
 def _persist(spark: SparkSession, df: DataFrame, path: Path) -> DataFrame:
@@ -56,13 +140,14 @@ def build_graph(
     out = run_dir / "graph"
     key = settings.publish.entity_hash_key.get_secret_value()
     signups = tables["signups"]
-    entities = _persist(
-        spark,
-        account_entities(
-            signups, tables["payments"], tables["ip_events"], tables["api_usage"], key
-        ),
-        out / "account_entities",
+    entities = account_entities(
+        signups, tables["payments"], tables["ip_events"], tables["api_usage"], key
     )
+    if settings.graph.behaviour_entities:
+        entities = entities.unionByName(
+            behaviour_entities(tables["ip_events"], tables["api_usage"], settings.graph, key)
+        )
+    entities = _persist(spark, entities, out / "account_entities")
     n_accounts = signups.count()
     stats = _persist(
         spark, entity_stats(entities, settings.graph, n_accounts), out / "entity_stats"
@@ -79,18 +164,39 @@ def build_graph(
 def find_communities(
     spark: SparkSession, settings: Settings, accounts: DataFrame, run_dir: Path
 ) -> dict[str, object]:
-    """Connected components over the run's links, then farm candidates; returns figures."""
+    """Connected components, Leiden refinement of large ones, farm candidates; returns figures."""
     out = run_dir / "graph"
+    graph = settings.graph
     links = spark.read.parquet(str(out / "account_links"))
-    components, backend = connected_components(
-        spark, accounts.select("account_id"), links, settings.graph
-    )
+    entities = spark.read.parquet(str(out / "account_entities"))
+    components, backend = connected_components(spark, accounts.select("account_id"), links, graph)
+    components = _persist(spark, components, out / "components")
+    if graph.refinement == "leiden":
+        stats = spark.read.parquet(str(out / "entity_stats"))
+        refined = refine_communities(
+            components,
+            refinement_edges(entities, stats, graph.soft_key_weight),
+            graph.refine_min_size,
+            graph.leiden_resolution,
+            graph.leiden_seed,
+            graph.min_evidence_kinds,
+            graph.leiden_iterations,
+        )
+    else:
+        refined = components
     communities = _persist(
-        spark, assign_farms(components, settings.graph.min_farm_size), out / "communities"
+        spark,
+        describe_communities(
+            assign_farms(refined, graph.min_farm_size), links, entities, graph.binding_entities
+        ),
+        out / "communities",
     )
     farms = communities.where(F.col("farm_id").isNotNull())
     return {
         "components_backend": backend,
+        "refinement": graph.refinement,
+        "components": communities.select("component_id").distinct().count(),
+        "communities": communities.select("community_id").distinct().count(),
         "farm_candidates": farms.select("farm_id").distinct().count(),
         "accounts_in_farm_candidates": farms.count(),
     }
@@ -101,5 +207,11 @@ def load(spark: SparkSession, run_dir: Path) -> dict[str, DataFrame]:
     out = run_dir / "graph"
     return {
         name: spark.read.parquet(str(out / name))
-        for name in ("account_entities", "entity_stats", "account_links", "communities")
+        for name in (
+            "account_entities",
+            "entity_stats",
+            "account_links",
+            "components",
+            "communities",
+        )
     }

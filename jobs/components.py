@@ -66,30 +66,33 @@ def graphframes_available(spark: SparkSession) -> bool:
 
 
 def components_local(spark: SparkSession, vertices: DataFrame, edges: DataFrame) -> DataFrame:
-    """Solve on the driver with scipy's C implementation (edge list collected via Arrow)."""
+    """Solve on the driver with scipy's C implementation (edge list collected via Arrow).
+
+    Only the edge endpoints travel to the driver and back; vertices without an edge (most
+    accounts) get their own id in Spark, by a left join.
+    """
     _check_inputs(vertices, edges)
     edge_pd = edges.select("src", "dst").toPandas()
-    vertex_pd = vertices.select("account_id").toPandas()
-    all_ids = pd.concat(
-        [vertex_pd["account_id"], edge_pd["src"], edge_pd["dst"]], ignore_index=True
-    )
-    codes, uniques = pd.factorize(all_ids, sort=True)  # sorted: code order = id order
+    endpoints = pd.concat([edge_pd["src"], edge_pd["dst"]], ignore_index=True)
+    codes, uniques = pd.factorize(endpoints, sort=True)  # sorted: code order = id order
     n = len(uniques)
-    n_v = len(vertex_pd)
-    src = codes[n_v : n_v + len(edge_pd)]
-    dst = codes[n_v + len(edge_pd) :]
-    matrix = coo_matrix((np.ones(len(src), dtype=np.int8), (src, dst)), shape=(n, n))
+    m = len(edge_pd)
+    matrix = coo_matrix((np.ones(m, dtype=np.int8), (codes[:m], codes[m:])), shape=(n, n))
     _, labels = csgraph_components(matrix, directed=False)
     # smallest code per label = smallest account id (codes are sorted)
     smallest = np.full(labels.max() + 1 if n else 0, n, dtype=np.int64)
     np.minimum.at(smallest, labels, np.arange(n))
-    result = pd.DataFrame(
-        {
-            "account_id": np.asarray(uniques, dtype=object),
-            "component_id": np.asarray(uniques, dtype=object)[smallest[labels]],
-        }
+    ids = np.asarray(uniques, dtype=object)
+    linked = spark.createDataFrame(
+        pd.DataFrame({"account_id": ids, "component_id": ids[smallest[labels]]}),
+        schema=OUTPUT_SCHEMA,
     )
-    return spark.createDataFrame(result, schema=OUTPUT_SCHEMA)
+    return (
+        vertices.select("account_id")
+        .distinct()
+        .join(linked, "account_id", "left")
+        .select("account_id", F.coalesce("component_id", "account_id").alias("component_id"))
+    )
 
 
 def _both_directions(edges: DataFrame) -> DataFrame:

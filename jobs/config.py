@@ -24,6 +24,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from jobs.lake import ObjectPath, lake_location
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -43,21 +45,29 @@ class SparkSettings(_Section):
 
 
 class LakeSettings(_Section):
-    """Where input tables and per-run intermediates live."""
+    """Where input tables and per-run intermediates live (a folder or an object-store prefix)."""
 
     home: Path = Path("var")
-    lake: Path | None = Field(default=None, description="Input tables; default <home>/lake.")
-    runs: Path | None = Field(default=None, description="Per-run outputs; default <home>/runs.")
+    lake: str | None = Field(
+        default=None, description="Input tables: a folder or s3://bucket/prefix; <home>/lake."
+    )
+    runs: str | None = Field(
+        default=None, description="Per-run outputs: a folder or s3://bucket/prefix; <home>/runs."
+    )
+    endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint of an object-store lake; default AWS."
+    )
+    region: str | None = None
 
     @property
-    def lake_path(self) -> Path:
-        """Folder holding one Parquet folder per input table."""
-        return (self.lake or self.home / "lake").resolve()
+    def lake_path(self) -> Path | ObjectPath:
+        """Location holding one Parquet folder per input table."""
+        return lake_location(self.lake or self.home / "lake", self.endpoint_url, self.region)
 
     @property
-    def runs_path(self) -> Path:
-        """Folder holding per-run intermediates, quarantine and reports."""
-        return (self.runs or self.home / "runs").resolve()
+    def runs_path(self) -> Path | ObjectPath:
+        """Location holding per-run intermediates, quarantine and reports."""
+        return lake_location(self.runs or self.home / "runs", self.endpoint_url, self.region)
 
 
 class IngestSettings(_Section):
@@ -78,6 +88,19 @@ class GraphSettings(_Section):
     spark_max_iterations: int = 60
     spark_checkpoint_interval: int = 2
     min_farm_size: int = 5
+    refinement: Literal["leiden", "none"] = "leiden"
+    refine_min_size: int = 30
+    leiden_resolution: float = 0.5
+    leiden_seed: int = 7
+    leiden_iterations: int = 2
+    min_evidence_kinds: int = 3
+    soft_key_weight: float = 0.5
+    binding_entities: int = 3
+    behaviour_entities: bool = True
+    behaviour_cell_max_accounts: int = 2000
+    behaviour_min_cells: int = 5
+    behaviour_bands: int = 8
+    behaviour_rows: int = 3
 
     def cap_for(self, entity_type: str) -> int:
         """Degree cap for one entity type (type-specific override or the global cap)."""

@@ -1,10 +1,13 @@
-"""Account and community features for the farm model.
+"""Account, neighbourhood and community features for the farm model.
 
 In: the accepted input tables, ``account_entities`` and ``entity_stats`` from :mod:`jobs.graph`,
-the ``communities`` table (``account_id, farm_id, component_id``) and the run's window end. Out:
-one row per account: ``account_id``, ``farm_id``, ``component_id`` and the numeric columns named
-in :data:`FEATURE_COLUMNS` (nulls filled with 0, all doubles). Called by the nightly flow's
-features task and by training; every function is a DataFrame-in, DataFrame-out transform.
+``account_links`` and the ``communities`` table (``account_id, component_id, community_id,
+farm_id``) and the run's window end. Out: one row per account: ``account_id``, ``farm_id``,
+``component_id`` and the numeric columns named in :data:`FEATURE_COLUMNS` (nulls filled with 0,
+all doubles): account features, their mean/max/std over 1-hop and 2-hop neighbours in the
+account graph (:mod:`jobs.neighbourhood`), and features of the account's community. Called by
+the nightly flow's features task and by training; every function is a DataFrame-in,
+DataFrame-out transform.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.graph import ENTITY_TYPES, ip24, require_columns
+from jobs.graph import ENTITY_TYPES, community_density, ip24, require_columns
+from jobs.neighbourhood import neighbour_aggregates, neighbour_feature_names
 
 ACCOUNT_FEATURES = (
     "account_age_days",
@@ -44,6 +48,7 @@ ACCOUNT_FEATURES = (
 COMMUNITY_FEATURES = (
     "community_size",
     "community_log_size",
+    "component_log_size",
     "community_density",
     "community_signup_spread_h",
     "community_signup_burst_share",
@@ -56,7 +61,21 @@ COMMUNITY_FEATURES = (
     "community_mean_decline_rate",
     "community_mean_age_days",
 )
-FEATURE_COLUMNS: tuple[str, ...] = ACCOUNT_FEATURES + COMMUNITY_FEATURES
+# Account features summarised over each account's neighbours in the account graph (GADBench:
+# neighbourhood-aggregated features are what lets boosted trees beat GNNs on fraud graphs).
+NEIGHBOUR_SOURCE_FEATURES = (
+    "account_age_days",
+    "first_use_delay_days",
+    "requests_per_active_day",
+    "active_hours_per_day",
+    "decline_rate",
+    "virtual_card_share",
+    "hosting_vpn_share",
+    "max_share_instrument",
+)
+NEIGHBOUR_MAX_DEGREE = 200
+NEIGHBOUR_FEATURES = neighbour_feature_names(NEIGHBOUR_SOURCE_FEATURES, hops=2)
+FEATURE_COLUMNS: tuple[str, ...] = ACCOUNT_FEATURES + NEIGHBOUR_FEATURES + COMMUNITY_FEATURES
 
 
 def _days_between(later: Column, earlier: Column) -> Column:
@@ -199,10 +218,10 @@ def community_features(
     ip_events: DataFrame,
     api_usage: DataFrame,
 ) -> DataFrame:
-    """Group-level features of each account's component (the farm candidate).
+    """Group-level features of each account's community (the farm candidate).
 
     Args:
-        communities: ``account_id, component_id`` (every account).
+        communities: ``account_id, component_id, community_id`` (every account).
         links: account graph edges ``src, dst``.
         accounts: output of :func:`account_features`.
         signups: accepted signups (for email shapes and signup times).
@@ -211,16 +230,19 @@ def community_features(
         api_usage: accepted API usage.
 
     Returns:
-        ``component_id`` plus :data:`COMMUNITY_FEATURES`.
+        ``community_id`` plus :data:`COMMUNITY_FEATURES`.
     """
-    require_columns(communities, "communities", ("account_id", "component_id"))
-    member = communities.select("account_id", "component_id")
-    sizes = member.groupBy("component_id").agg(F.count("*").alias("community_size"))
-    edges = (
-        links.join(member.withColumnRenamed("account_id", "src"), "src")
-        .groupBy("component_id")
-        .agg(F.count("*").alias("n_edges"))
+    require_columns(communities, "communities", ("account_id", "community_id", "component_id"))
+    member = communities.select("account_id", "community_id")
+    sizes = member.groupBy("community_id").agg(F.count("*").alias("community_size"))
+    component_sizes = (
+        communities.groupBy("component_id")
+        .agg(F.count("*").alias("_component_size"))
+        .join(communities.select("component_id", "community_id").distinct(), "component_id")
+        .groupBy("community_id")
+        .agg(F.max("_component_size").alias("component_size"))
     )
+    density = community_density(member, links, "community_id")
     signup_hours = signups.select(
         "account_id",
         (F.unix_timestamp("signup_ts") / 3600.0).alias("signup_h"),
@@ -231,51 +253,61 @@ def community_features(
             "9",
         ).alias("shape"),
     ).join(member, "account_id")
-    spread = signup_hours.groupBy("component_id").agg(
+    spread = signup_hours.groupBy("community_id").agg(
         F.stddev_pop("signup_h").alias("community_signup_spread_h")
     )
     burst = _modal_share(
-        signup_hours, "component_id", "signup_hour", "community_signup_burst_share"
+        signup_hours, "community_id", "signup_hour", "community_signup_burst_share"
     )
-    shape = _modal_share(signup_hours, "component_id", "shape", "community_email_shape_share")
+    shape = _modal_share(signup_hours, "community_id", "shape", "community_email_shape_share")
     usage = api_usage.join(member, "account_id")
-    prompt = _modal_share(usage, "component_id", "prompt_signature", "community_prompt_share")
-    hours = _modal_share(usage, "component_id", "active_hours_mask", "community_hours_share")
+    prompt = _modal_share(usage, "community_id", "prompt_signature", "community_prompt_share")
+    hours = _modal_share(usage, "community_id", "active_hours_mask", "community_hours_share")
     instruments = (
         payments.join(member, "account_id")
-        .groupBy("component_id")
+        .groupBy("community_id")
         .agg(F.countDistinct("instrument_fingerprint").alias("n_instr"))
     )
     devices = (
         signups.join(member, "account_id")
-        .groupBy("component_id")
+        .groupBy("community_id")
         .agg(F.countDistinct("device_fingerprint").alias("n_dev"))
     )
     nets = (
         ip_events.join(member, "account_id")
-        .groupBy("component_id")
+        .groupBy("community_id")
         .agg(F.countDistinct(ip24(F.col("ip"))).alias("n_ip24"))
     )
     means = (
         accounts.join(member, "account_id")
-        .groupBy("component_id")
+        .groupBy("community_id")
         .agg(
             F.avg("decline_rate").alias("community_mean_decline_rate"),
             F.avg("account_age_days").alias("community_mean_age_days"),
         )
     )
     out = sizes
-    for part in (edges, spread, burst, shape, prompt, hours, instruments, devices, nets, means):
-        out = out.join(part, "component_id", "left")
+    for part in (
+        component_sizes,
+        density,
+        spread,
+        burst,
+        shape,
+        prompt,
+        hours,
+        instruments,
+        devices,
+        nets,
+        means,
+    ):
+        out = out.join(part, "community_id", "left")
     size = F.col("community_size").cast("double")
-    pairs = size * (size - 1) / 2.0
     return out.select(
-        "component_id",
+        "community_id",
         size.alias("community_size"),
         F.log1p(size).alias("community_log_size"),
-        F.when(pairs > 0, F.coalesce(F.col("n_edges"), F.lit(0)) / pairs)
-        .otherwise(0.0)
-        .alias("community_density"),
+        F.log1p(F.col("component_size").cast("double")).alias("component_log_size"),
+        "community_density",
         "community_signup_spread_h",
         "community_signup_burst_share",
         (size / F.greatest(F.col("n_instr"), F.lit(1))).alias("community_accounts_per_instrument"),
@@ -289,21 +321,37 @@ def community_features(
     )
 
 
-def feature_table(accounts: DataFrame, communities: DataFrame, groups: DataFrame) -> DataFrame:
-    """Join account and community features into the model's input table.
+def feature_table(
+    accounts: DataFrame,
+    communities: DataFrame,
+    groups: DataFrame,
+    neighbours: DataFrame | None = None,
+) -> DataFrame:
+    """Join account, neighbourhood and community features into the model's input table.
 
     Args:
         accounts: :func:`account_features` output.
-        communities: ``account_id, component_id, farm_id``.
+        communities: ``account_id, component_id, community_id, farm_id``.
         groups: :func:`community_features` output.
+        neighbours: :func:`jobs.neighbourhood.neighbour_aggregates` over
+            :data:`NEIGHBOUR_SOURCE_FEATURES` (missing: neighbourhood features are 0).
 
     Returns:
         ``account_id, farm_id, component_id`` and :data:`FEATURE_COLUMNS` as doubles, nulls 0.
     """
-    require_columns(communities, "communities", ("account_id", "component_id", "farm_id"))
+    require_columns(
+        communities, "communities", ("account_id", "component_id", "community_id", "farm_id")
+    )
     joined = accounts.join(
-        communities.select("account_id", "component_id", "farm_id"), "account_id", "left"
-    ).join(groups, "component_id", "left")
+        communities.select("account_id", "component_id", "community_id", "farm_id"),
+        "account_id",
+        "left",
+    ).join(groups, "community_id", "left")
+    if neighbours is not None:
+        require_columns(neighbours, "neighbour features", ("account_id", *NEIGHBOUR_FEATURES))
+        joined = joined.join(neighbours, "account_id", "left")
+    else:
+        joined = joined.select("*", *[F.lit(None).alias(c) for c in NEIGHBOUR_FEATURES])
     return joined.select(
         "account_id",
         "farm_id",
@@ -341,6 +389,13 @@ def run(
         tables["ip_events"],
         tables["api_usage"],
     )
-    features = feature_table(accounts, graph["communities"], groups)
+    neighbours = neighbour_aggregates(
+        accounts.select("account_id", *NEIGHBOUR_SOURCE_FEATURES),
+        graph["account_links"],
+        NEIGHBOUR_SOURCE_FEATURES,
+        hops=2,
+        max_degree=NEIGHBOUR_MAX_DEGREE,
+    )
+    features = feature_table(accounts, graph["communities"], groups, neighbours)
     features.write.mode("overwrite").parquet(str(run_dir / "features"))
     return spark.read.parquet(str(run_dir / "features"))

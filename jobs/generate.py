@@ -23,6 +23,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.contracts import CONTRACTS
+from jobs.lake import ObjectPath
 from jobs.world import WorldSpec
 
 _ID_MODULUS = 1_000_000_000
@@ -783,7 +784,7 @@ class WorldGenerator:
         }
 
 
-def generate(spark: SparkSession, spec: WorldSpec, lake: Path) -> dict[str, int]:
+def generate(spark: SparkSession, spec: WorldSpec, lake: Path | ObjectPath) -> dict[str, int]:
     """Generate a world and write it under ``lake``; returns row counts per table."""
     generator = WorldGenerator(spark, spec)
     lake.mkdir(parents=True, exist_ok=True)

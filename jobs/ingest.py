@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 
 from jobs.config import Settings
 from jobs.contracts import INPUT_TABLES, TableContract
+from jobs.lake import ObjectPath
 
 REASON = "reason"
 
@@ -169,7 +170,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-def read_table(spark: SparkSession, lake: Path, contract: TableContract) -> DataFrame:
+def read_table(spark: SparkSession, lake: Path | ObjectPath, contract: TableContract) -> DataFrame:
     """Read one input table, failing with a message that names it."""
     path = lake / contract.name
     if not path.exists():
@@ -178,8 +179,15 @@ def read_table(spark: SparkSession, lake: Path, contract: TableContract) -> Data
         df = spark.read.parquet(str(path))
         df.schema  # noqa: B018 (forces the footer read so corrupt files fail here)
     except Exception as exc:  # AnalysisException, SparkException, Py4JJavaError...
+        hint = ""
+        if "S3AFileSystem" in str(exc) or "No FileSystem for scheme" in str(exc):
+            hint = (
+                " (an s3a:// lake needs the hadoop-aws package on the Spark classpath, "
+                "spark.jars.packages=org.apache.hadoop:hadoop-aws:<hadoop version>; "
+                "see infra/README.md)"
+            )
         raise InputTableError(
-            f"input table {contract.name!r} at {path} is unreadable: {_first_line(exc)}"
+            f"input table {contract.name!r} at {path} is unreadable: {_first_line(exc)}{hint}"
         ) from exc
     return df
 

@@ -40,7 +40,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobs.config import BanSettings
-from jobs.graph import require_columns
+from jobs.graph import require_columns, shared_entities, top_binding_entities
 from jobs.store import LocalStore, ObjectStore, StoreError, store_for
 
 __all__ = [
@@ -193,20 +193,8 @@ def attach_evidence(
     farms = listed.where(F.col("farm_id").isNotNull()).select("farm_id").distinct()
     members = communities.join(farms, "farm_id").select("account_id", "farm_id")
     member_entities = members.join(account_entities, "account_id").distinct()
-    shared = (
-        member_entities.groupBy("farm_id", "entity_type", "entity_id")
-        .agg(F.count("*").alias("members"))
-        .where(F.col("members") >= 2)
-    )
-    by_size = Window.partitionBy("farm_id").orderBy(F.desc("members"), "entity_type", "entity_id")
-    label = F.format_string("%s:%s (%d accounts)", "entity_type", "entity_id", "members")
-    farm_entities = (
-        shared.withColumn("_rank", F.row_number().over(by_size))
-        .where(F.col("_rank") <= top_entities)
-        .groupBy("farm_id")
-        .agg(F.sort_array(F.collect_list(F.struct("_rank", label.alias("e")))).alias("_e"))
-        .select("farm_id", F.col("_e.e").alias("binding_entities"))
-    )
+    shared = shared_entities(members, account_entities, "farm_id")
+    farm_entities = top_binding_entities(shared, "farm_id", top_entities)
     per_account = Window.partitionBy("account_id").orderBy(
         F.desc("members"), "entity_type", "entity_id"
     )

@@ -49,6 +49,84 @@ def truth_metrics(banned: DataFrame, truth: DataFrame) -> dict[str, float]:
     }
 
 
+def community_quality(
+    communities: DataFrame, truth: DataFrame, group: str = "community_id", purity: float = 0.5
+) -> dict[str, float]:
+    """How well communities separate farms from legitimate accounts (the issue 3 bars).
+
+    A community is *campaign-pure* when more than ``purity`` of its members are campaign
+    accounts, and *farm-pure* when more than ``purity`` belong to one farm operator.
+
+    Args:
+        communities: ``account_id`` and the ``group`` column (every account).
+        truth: ``account_id, is_farm, is_campaign, operator``.
+        group: ``community_id`` (after refinement) or ``component_id`` (before).
+        purity: member share that makes a community pure.
+
+    Returns:
+        ``campaign_in_campaign_communities`` (share of campaign accounts in campaign-pure
+        communities), ``legit_in_campaign_communities`` (share of legitimate accounts there),
+        ``farm_in_own_operator_communities``, ``legit_in_farm_communities``, and the number of
+        groups.
+    """
+    for column in ("account_id", "is_farm", "is_campaign", "operator"):
+        if column not in truth.columns:
+            raise ValueError(f"ground_truth is missing column {column!r}")
+    joined = communities.select("account_id", group).join(truth, "account_id")
+    operator = F.when(F.col("is_farm"), F.col("operator"))
+    by_operator = (
+        joined.groupBy(group, operator.alias("op"))
+        .agg(F.count("*").alias("n"))
+        .where(F.col("op").isNotNull())
+    )
+    top_operator = by_operator.groupBy(group).agg(F.max(F.struct("n", "op")).alias("top"))
+    groups = (
+        joined.groupBy(group)
+        .agg(
+            F.count("*").alias("size"),
+            F.sum(F.col("is_campaign").cast("long")).alias("campaign"),
+        )
+        .join(top_operator, group, "left")
+        .select(
+            group,
+            (F.col("campaign") > F.col("size") * purity).alias("campaign_pure"),
+            (F.coalesce(F.col("top.n"), F.lit(0)) > F.col("size") * purity).alias("farm_pure"),
+            F.col("top.op").alias("top_operator"),
+        )
+    )
+    row = (
+        joined.join(groups, group)
+        .agg(
+            F.sum(F.col("is_campaign").cast("long")).alias("campaign"),
+            F.sum((F.col("is_campaign") & F.col("campaign_pure")).cast("long")).alias("c_in"),
+            F.sum((~F.col("is_farm")).cast("long")).alias("legit"),
+            F.sum((~F.col("is_farm") & F.col("campaign_pure")).cast("long")).alias("l_in_c"),
+            F.sum(F.col("is_farm").cast("long")).alias("farm"),
+            F.sum(
+                (
+                    F.col("is_farm")
+                    & F.col("farm_pure")
+                    & (F.col("operator") == F.col("top_operator"))
+                ).cast("long")
+            ).alias("f_in"),
+            F.sum((~F.col("is_farm") & F.col("farm_pure")).cast("long")).alias("l_in_f"),
+            F.countDistinct(group).alias("groups"),
+        )
+        .first()
+    )
+
+    def share(part: str, whole: str) -> float:
+        return (row[part] or 0) / row[whole] if row[whole] else 0.0
+
+    return {
+        "campaign_in_campaign_communities": share("c_in", "campaign"),
+        "legit_in_campaign_communities": share("l_in_c", "legit"),
+        "farm_in_own_operator_communities": share("f_in", "farm"),
+        "legit_in_farm_communities": share("l_in_f", "legit"),
+        "groups": float(row["groups"]),
+    }
+
+
 def build_summary(
     spark: SparkSession,
     banlist: pd.DataFrame,

@@ -49,9 +49,13 @@ REASON_TEMPLATES: dict[str, Callable[[float], str]] = {
     ),
     "max_share_prompt": _shared("a prompt template"),
     "max_share_client": _shared("a client fingerprint"),
+    "max_share_behaviour": _shared("an activity pattern (same hours, network and prompts)"),
     "community_size": lambda v: f"belongs to a linked group of {int(v)} accounts",
     "community_log_size": lambda v: (
         f"belongs to a linked group of {int(round(math.expm1(v)))} accounts"
+    ),
+    "component_log_size": lambda v: (
+        f"its group sits in a connected cluster of {int(round(math.expm1(v)))} accounts"
     ),
     "community_accounts_per_instrument": lambda v: f"its group has {v:.1f} accounts per card",
     "community_accounts_per_device": lambda v: f"its group has {v:.1f} accounts per device",
@@ -91,10 +95,37 @@ REASON_TEMPLATES: dict[str, Callable[[float], str]] = {
     "community_mean_age_days": lambda v: f"its group's accounts are {v:.0f} days old on average",
 }
 
+_NEIGHBOUR_LABELS = {
+    "account_age_days": ("account age", "{:.0f} days"),
+    "first_use_delay_days": ("delay from signup to first use", "{:.1f} days"),
+    "requests_per_active_day": ("requests per active day", "{:.0f}"),
+    "active_hours_per_day": ("active hours per day", "{:.1f}"),
+    "decline_rate": ("payment decline rate", "{:.0%}"),
+    "virtual_card_share": ("virtual/prepaid card share", "{:.0%}"),
+    "hosting_vpn_share": ("hosting/VPN traffic share", "{:.0%}"),
+    "max_share_instrument": ("card sharing (log accounts per card)", "{:.1f}"),
+}
+_STATISTIC_WORDS = {"mean": "average", "max": "highest", "std": "spread of"}
+
+
+def _neighbour_reason(feature: str) -> Callable[[float], str] | None:
+    """Reason template for ``nbr<h>_count`` and ``nbr<h>_<stat>_<feature>`` columns."""
+    if not feature.startswith("nbr") or "_" not in feature:
+        return None
+    hop, rest = feature[3], feature.split("_", 1)[1]
+    scope = "its directly linked accounts" if hop == "1" else "accounts within two links"
+    if rest == "count":
+        return lambda v: f"has {v:.0f} {scope}"
+    statistic, _, source = rest.partition("_")
+    if statistic not in _STATISTIC_WORDS or source not in _NEIGHBOUR_LABELS:
+        return None
+    label, value_format = _NEIGHBOUR_LABELS[source]
+    return lambda v: f"{_STATISTIC_WORDS[statistic]} {label} of {scope}: {value_format.format(v)}"
+
 
 def reason_text(feature: str, value: float) -> str:
     """One readable sentence for a feature and its value."""
-    template = REASON_TEMPLATES.get(feature)
+    template = REASON_TEMPLATES.get(feature) or _neighbour_reason(feature)
     if template is None or value is None or not np.isfinite(value):
         return f"{feature} = {value:.3g}"
     return template(float(value))

@@ -9,8 +9,14 @@ from pyspark.testing import assertDataFrameEqual
 from jobs.communities import assign_farms
 from jobs.config import GraphSettings
 from jobs.contracts import API_USAGE, IP_EVENTS, PAYMENTS, SIGNUPS
-from jobs.features import account_features, community_features, feature_table
+from jobs.features import (
+    NEIGHBOUR_SOURCE_FEATURES,
+    account_features,
+    community_features,
+    feature_table,
+)
 from jobs.graph import account_entities, account_links, entity_stats
+from jobs.neighbourhood import neighbour_aggregates
 
 END = datetime(2026, 6, 6)
 
@@ -147,7 +153,7 @@ def test_community_features_by_hand(spark, small_world):
     signups, payments, ip_events, usage, entities, stats, links, communities = small_world
     accounts = account_features(signups, payments, ip_events, usage, entities, stats, END)
     groups = {
-        r["component_id"]: r
+        r["community_id"]: r
         for r in community_features(
             communities, links, accounts, signups, payments, ip_events, usage
         ).collect()
@@ -189,5 +195,32 @@ def test_assign_farms_contract(spark):
         assign_farms(components, 1)
     with pytest.raises(ValueError, match="component_id"):
         assign_farms(components.drop("component_id"), 2)
-    with pytest.raises(ValueError, match="communities is missing column 'farm_id'"):
+    with pytest.raises(ValueError, match="communities is missing column 'community_id'"):
         feature_table(components, components, components)
+
+
+def test_neighbour_features_reach_the_feature_table(spark, small_world):
+    signups, payments, ip_events, usage, entities, stats, links, communities = small_world
+    accounts = account_features(signups, payments, ip_events, usage, entities, stats, END)
+    neighbours = neighbour_aggregates(
+        accounts.select("account_id", *NEIGHBOUR_SOURCE_FEATURES),
+        links,
+        NEIGHBOUR_SOURCE_FEATURES,
+        hops=2,
+    )
+    groups = community_features(communities, links, accounts, signups, payments, ip_events, usage)
+    rows = {
+        r["account_id"]: r
+        for r in feature_table(accounts, communities, groups, neighbours).collect()
+    }
+    # the farm is a star a1 <- a2, a3: a2 sees a1 directly and a3 within two links
+    assert (rows["a1"]["nbr1_count"], rows["a2"]["nbr1_count"], rows["a2"]["nbr2_count"]) == (
+        2.0,
+        1.0,
+        2.0,
+    )
+    assert rows["a2"]["nbr2_mean_decline_rate"] == pytest.approx((0.0 + 0.0) / 2)
+    assert rows["a1"]["nbr1_mean_decline_rate"] == pytest.approx(0.5)  # a2 declined, a3 not
+    assert rows["b1"]["nbr1_count"] == 0.0 and rows["b1"]["nbr2_mean_decline_rate"] == 0.0
+    with pytest.raises(ValueError, match="neighbour features is missing column 'nbr1_count'"):
+        feature_table(accounts, communities, groups, neighbours.drop("nbr1_count"))

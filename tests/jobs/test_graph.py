@@ -91,3 +91,53 @@ def test_missing_column_is_named(spark):
     signups, payments, ip_events, usage = tables(spark)
     with pytest.raises(ValueError, match="payments is missing column 'card_bin'"):
         account_entities(signups, payments.drop("card_bin"), ip_events, usage, "k")
+
+
+def test_behaviour_buckets_group_synchronised_accounts_only(spark):
+    from datetime import date, timedelta
+
+    from jobs.graph import behaviour_entities
+
+    def events(account: str, asn: int, hours: range, day0: int = 1) -> list[tuple]:
+        return [
+            (
+                account,
+                datetime(2026, 6, day0 + h // 24, h % 24),
+                f"10.0.{asn}.1",
+                asn,
+                "hosting",
+                "api",
+            )
+            for h in hours
+        ]
+
+    synced = [e for a in ("s1", "s2", "s3") for e in events(a, 64500, range(0, 120, 5))]
+    other = events("o1", 64501, range(3, 120, 5))
+    quiet = events("q1", 64500, range(0, 10, 5))  # two cells: below behaviour_min_cells
+    ip_events = spark.createDataFrame(synced + other + quiet, IP_EVENTS.schema)
+    usage = spark.createDataFrame(
+        [
+            (a, date(2026, 6, 1) + timedelta(days=d), 5, 50, "ps_x", 255, "c")
+            for a in ("s1", "s2")
+            for d in range(3)
+        ],
+        API_USAGE.schema,
+    )
+    settings = GraphSettings(behaviour_min_cells=5, behaviour_bands=6, behaviour_rows=2)
+    buckets = behaviour_entities(ip_events, usage, settings, "k")
+    by_account = {
+        r["account_id"]: set(r["ids"])
+        for r in buckets.groupBy("account_id")
+        .agg(F.collect_set("entity_id").alias("ids"))
+        .collect()
+    }
+    assert set(by_account) == {"s1", "s2", "s3", "o1"}
+    assert by_account["s1"] == by_account["s2"]  # identical sets share every band
+    assert len(by_account["s1"] & by_account["s3"]) >= 1  # Jaccard 24/27 shares some band
+    assert not by_account["o1"] & by_account["s1"]  # disjoint cells share nothing
+    # a cell shared by more accounts than the cap is dropped: then nobody has enough cells
+    capped = GraphSettings(behaviour_min_cells=5, behaviour_cell_max_accounts=2)
+    left = behaviour_entities(ip_events, usage, capped, "k").select("account_id").distinct()
+    assert {r["account_id"] for r in left.collect()} == {"o1"}
+    with pytest.raises(ValueError, match="ip_events is missing column 'asn'"):
+        behaviour_entities(ip_events.drop("asn"), usage, settings, "k")

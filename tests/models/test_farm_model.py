@@ -10,7 +10,7 @@ from pyspark.sql import types as T
 
 from jobs.config import ModelSettings
 from jobs.features import FEATURE_COLUMNS
-from jobs.score import REASON_TEMPLATES, score_accounts
+from jobs.score import reason_text, score_accounts
 from models.farm_model import (
     ModelUnavailableError,
     build_training_set,
@@ -170,4 +170,10 @@ def test_scoring_in_spark_matches_the_booster(spark):
 
 
 def test_every_feature_has_a_readable_reason():
-    assert [c for c in FEATURE_COLUMNS if c not in REASON_TEMPLATES] == []
+    fallback = [c for c in FEATURE_COLUMNS if reason_text(c, 1.0) == f"{c} = 1"]
+    assert fallback == []
+    assert reason_text("nbr1_mean_decline_rate", 0.42) == (
+        "average payment decline rate of its directly linked accounts: 42%"
+    )
+    assert reason_text("nbr2_count", 212) == "has 212 accounts within two links"
+    assert reason_text("nbr2_std_no_such_feature", 1.0) == "nbr2_std_no_such_feature = 1"

@@ -1,0 +1,110 @@
+"""Benchmark: scoring inside Spark (``mapInPandas``) against native LightGBM on the driver.
+
+Takes a run's ``features`` table and the registry champion (as left by ``bench_nightly.py`` or
+``bench_unseen_operator.py``), repeats the rows with fresh account ids up to ``--rows`` (scoring
+cost does not depend on which accounts they are), and measures, ``--repeats`` times each:
+
+- ``native_predict``: ``booster.predict`` on the whole matrix in one process (scores only);
+- ``native_explain``: the same plus ``pred_contrib`` and the readable reasons (what the nightly
+  job computes for every account), still one process;
+- ``spark_score``: :func:`jobs.score.score_accounts` over the Spark table, written to Parquet.
+
+Reports rows/s and the ratios ``spark_score / native_predict`` and ``spark_score /
+native_explain``. Writes JSON (default ``benchmarks/results/scoring.json``).
+
+    .venv/bin/python benchmarks/bench_scoring.py --features <run>/features \\
+        --tracking-uri sqlite:///<home>/mlflow.db --rows 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _timed(fn: Any, repeats: int) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(round(time.perf_counter() - start, 2))
+    return statistics.median(times), times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--features", required=True, help="a run's features Parquet folder")
+    parser.add_argument("--tracking-uri", required=True)
+    parser.add_argument("--model", default="farmwatch-farm-model")
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default="benchmarks/results/scoring.json")
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="farmwatch-bench-scoring-"))
+    os.environ["FARMWATCH_LAKE__HOME"] = str(home)
+    import mlflow
+    import numpy as np
+    from pyspark.sql import functions as F
+
+    from flows.runtime import settings_for, spark_for
+    from jobs.score import explain, score_accounts
+
+    mlflow.set_tracking_uri(args.tracking_uri)
+    booster = mlflow.lightgbm.load_model(f"models:/{args.model}@champion")
+    spark = spark_for(settings_for(None))
+    base = spark.read.parquet(args.features)
+    n_base = base.count()
+    copies = -(-args.rows // n_base)
+    table = (
+        base.crossJoin(spark.range(copies).withColumnRenamed("id", "_copy"))
+        .withColumn("account_id", F.concat_ws("#", "account_id", F.col("_copy").cast("string")))
+        .drop("_copy")
+        .limit(args.rows)
+    )
+    table.write.mode("overwrite").parquet(str(home / "features"))
+    table = spark.read.parquet(str(home / "features"))
+    rows = table.count()
+    frame = table.toPandas()
+    matrix = frame[list(booster.feature_name())].to_numpy(dtype=np.float64)
+
+    native_predict = _timed(lambda: booster.predict(matrix), args.repeats)
+    native_explain = _timed(lambda: explain(booster, frame, 3), args.repeats)
+
+    def spark_score() -> None:
+        scored = score_accounts(table, booster, "bench", 3)
+        scored.write.mode("overwrite").parquet(str(home / "scores"))
+
+    spark_scored = _timed(spark_score, args.repeats)
+    result = {
+        "benchmark": "scoring",
+        "rows": rows,
+        "features": len(booster.feature_name()),
+        "trees": booster.num_trees(),
+        "native_predict": {"median_seconds": native_predict[0], "runs": native_predict[1]},
+        "native_explain": {"median_seconds": native_explain[0], "runs": native_explain[1]},
+        "spark_score": {"median_seconds": spark_scored[0], "runs": spark_scored[1]},
+        "rows_per_second": {
+            "native_predict": round(rows / native_predict[0]),
+            "native_explain": round(rows / native_explain[0]),
+            "spark_score": round(rows / spark_scored[0]),
+        },
+        "spark_rows_per_second_over_native_predict": round(native_predict[0] / spark_scored[0], 3),
+        "spark_rows_per_second_over_native_explain": round(native_explain[0] / spark_scored[0], 3),
+        "machine": {"nproc": os.cpu_count(), "spark_master": settings_for(None).spark.master},
+    }
+    print(json.dumps(result, indent=2))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
