@@ -61,6 +61,8 @@ COMMUNITY_FEATURES = (
     "community_mean_decline_rate",
     "community_mean_age_days",
 )
+# Label-derived: confirmed farm accounts among the other members (never the account's own label).
+KNOWN_BAD_FEATURES = ("community_known_bad", "community_known_bad_share")
 # Account features summarised over each account's neighbours in the account graph (GADBench:
 # neighbourhood-aggregated features are what lets boosted trees beat GNNs on fraud graphs).
 NEIGHBOUR_SOURCE_FEATURES = (
@@ -75,7 +77,9 @@ NEIGHBOUR_SOURCE_FEATURES = (
 )
 NEIGHBOUR_MAX_DEGREE = 200
 NEIGHBOUR_FEATURES = neighbour_feature_names(NEIGHBOUR_SOURCE_FEATURES, hops=2)
-FEATURE_COLUMNS: tuple[str, ...] = ACCOUNT_FEATURES + NEIGHBOUR_FEATURES + COMMUNITY_FEATURES
+FEATURE_COLUMNS: tuple[str, ...] = (
+    ACCOUNT_FEATURES + NEIGHBOUR_FEATURES + COMMUNITY_FEATURES + KNOWN_BAD_FEATURES
+)
 
 
 def _days_between(later: Column, earlier: Column) -> Column:
@@ -321,11 +325,50 @@ def community_features(
     )
 
 
+def known_bad_members(communities: DataFrame, labels: DataFrame, window_end: datetime) -> DataFrame:
+    """Known farm accounts among the *other* members of each account's community.
+
+    An account's own label never enters its features (the model would read it back); only
+    labels known before ``window_end`` count, each account's latest label wins.
+
+    Args:
+        communities: ``account_id, community_id`` (every account).
+        labels: ``account_id, label, labelled_at``.
+        window_end: end of the run's window (labels after it are not known yet).
+
+    Returns:
+        ``account_id, community_known_bad, community_known_bad_share`` (share of the other
+        members), one row per account of ``communities``.
+    """
+    require_columns(communities, "communities", ("account_id", "community_id"))
+    require_columns(labels, "labels", ("account_id", "label", "labelled_at"))
+    known = (
+        labels.where(F.col("labelled_at") < F.lit(window_end))
+        .groupBy("account_id")
+        .agg(F.max_by("label", "labelled_at").alias("_label"))
+        .select("account_id", (F.col("_label") == 1).cast("int").alias("_bad"))
+    )
+    members = communities.select("account_id", "community_id").join(known, "account_id", "left")
+    members = members.fillna(0, subset=["_bad"])
+    totals = members.groupBy("community_id").agg(
+        F.sum("_bad").alias("_bad_total"), F.count("*").alias("_size")
+    )
+    others = F.col("_bad_total") - F.col("_bad")
+    return members.join(totals, "community_id").select(
+        "account_id",
+        others.cast("double").alias("community_known_bad"),
+        F.when(F.col("_size") > 1, others / (F.col("_size") - 1))
+        .otherwise(0.0)
+        .alias("community_known_bad_share"),
+    )
+
+
 def feature_table(
     accounts: DataFrame,
     communities: DataFrame,
     groups: DataFrame,
     neighbours: DataFrame | None = None,
+    known_bad: DataFrame | None = None,
 ) -> DataFrame:
     """Join account, neighbourhood and community features into the model's input table.
 
@@ -335,6 +378,7 @@ def feature_table(
         groups: :func:`community_features` output.
         neighbours: :func:`jobs.neighbourhood.neighbour_aggregates` over
             :data:`NEIGHBOUR_SOURCE_FEATURES` (missing: neighbourhood features are 0).
+        known_bad: :func:`known_bad_members` (missing: those two features are 0).
 
     Returns:
         ``account_id, farm_id, component_id`` and :data:`FEATURE_COLUMNS` as doubles, nulls 0.
@@ -352,6 +396,13 @@ def feature_table(
         joined = joined.join(neighbours, "account_id", "left")
     else:
         joined = joined.select("*", *[F.lit(None).alias(c) for c in NEIGHBOUR_FEATURES])
+    if known_bad is not None:
+        require_columns(known_bad, "known-bad features", ("account_id", *KNOWN_BAD_FEATURES))
+        joined = joined.join(
+            known_bad.select("account_id", *KNOWN_BAD_FEATURES), "account_id", "left"
+        )
+    else:
+        joined = joined.select("*", *[F.lit(None).alias(c) for c in KNOWN_BAD_FEATURES])
     return joined.select(
         "account_id",
         "farm_id",
@@ -396,6 +447,7 @@ def run(
         hops=2,
         max_degree=NEIGHBOUR_MAX_DEGREE,
     )
-    features = feature_table(accounts, graph["communities"], groups, neighbours)
+    known_bad = known_bad_members(graph["communities"], tables["labels"], window_end)
+    features = feature_table(accounts, graph["communities"], groups, neighbours, known_bad)
     features.write.mode("overwrite").parquet(str(run_dir / "features"))
     return spark.read.parquet(str(run_dir / "features"))

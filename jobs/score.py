@@ -93,6 +93,10 @@ REASON_TEMPLATES: dict[str, Callable[[float], str]] = {
     "hub_entities": lambda v: f"shares {v:.0f} very common identifiers (hubs)",
     "community_density": lambda v: f"its group's link density is {v:.3f}",
     "community_mean_age_days": lambda v: f"its group's accounts are {v:.0f} days old on average",
+    "community_known_bad": lambda v: (
+        f"{v:.0f} other accounts of its group are confirmed farm accounts"
+    ),
+    "community_known_bad_share": lambda v: f"{v:.0%} of its group are confirmed farm accounts",
 }
 
 _NEIGHBOUR_LABELS = {

@@ -14,6 +14,7 @@ from jobs.features import (
     account_features,
     community_features,
     feature_table,
+    known_bad_members,
 )
 from jobs.graph import account_entities, account_links, entity_stats
 from jobs.neighbourhood import neighbour_aggregates
@@ -224,3 +225,28 @@ def test_neighbour_features_reach_the_feature_table(spark, small_world):
     assert rows["b1"]["nbr1_count"] == 0.0 and rows["b1"]["nbr2_mean_decline_rate"] == 0.0
     with pytest.raises(ValueError, match="neighbour features is missing column 'nbr1_count'"):
         feature_table(accounts, communities, groups, neighbours.drop("nbr1_count"))
+
+
+def test_known_bad_members_never_include_the_account_itself_or_future_labels(spark):
+    communities = spark.createDataFrame(
+        [("a1", "a1"), ("a2", "a1"), ("a3", "a1"), ("b1", "b1")],
+        "account_id string, community_id string",
+    )
+    labels = spark.createDataFrame(
+        [
+            ("a1", 1, datetime(2026, 6, 1)),
+            ("a2", 1, datetime(2026, 6, 1)),
+            ("a2", 0, datetime(2026, 6, 2)),  # cleared later: the latest label wins
+            ("a3", 1, datetime(2026, 7, 1)),  # after the window: not known yet
+            ("b1", 1, datetime(2026, 6, 1)),
+        ],
+        "account_id string, label int, labelled_at timestamp",
+    )
+    rows = known_bad_members(communities, labels, END)
+    expected = spark.createDataFrame(
+        [("a1", 0.0, 0.0), ("a2", 1.0, 0.5), ("a3", 1.0, 0.5), ("b1", 0.0, 0.0)],
+        "account_id string, community_known_bad double, community_known_bad_share double",
+    )
+    assertDataFrameEqual(rows, expected)
+    with pytest.raises(ValueError, match="labels is missing column 'labelled_at'"):
+        known_bad_members(communities, labels.drop("labelled_at"), END)
