@@ -48,10 +48,10 @@ class LakeSettings(_Section):
     """Where input tables and per-run intermediates live (a folder or an object-store prefix)."""
 
     home: Path = Path("var")
-    lake: str | None = Field(
+    lake: str | Path | None = Field(
         default=None, description="Input tables: a folder or s3://bucket/prefix; <home>/lake."
     )
-    runs: str | None = Field(
+    runs: str | Path | None = Field(
         default=None, description="Per-run outputs: a folder or s3://bucket/prefix; <home>/runs."
     )
     endpoint_url: str | None = Field(
