@@ -105,7 +105,13 @@ def score_task(settings: Settings, run_dir: Path, booster: Any, version: str) ->
     """Score every account inside Spark; writes ``<run_dir>/scores``."""
     spark = spark_for(settings)
     table = spark.read.parquet(str(run_dir / "features"))
-    scored = score_accounts(table, booster, version, settings.model.reasons_per_account)
+    scored = score_accounts(
+        table,
+        booster,
+        version,
+        settings.model.reasons_per_account,
+        explain_min_score=settings.bans.watch_threshold,
+    )
     scored.write.mode("overwrite").parquet(str(run_dir / "scores"))
     return spark.read.parquet(str(run_dir / "scores")).count()
 

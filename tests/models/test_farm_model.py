@@ -167,6 +167,16 @@ def test_scoring_in_spark_matches_the_booster(spark):
     assert any(r.startswith("shares a payment instrument with") for r in top["reasons"])
     with pytest.raises(ValueError, match="max_share_device"):
         score_accounts(f.drop("max_share_device"), booster, "7")
+    # accounts below the explanation floor are scored the same but carry no reasons
+    floor = float(np.median(expected))
+    partial = score_accounts(f, booster, "7", 2, explain_min_score=floor).toPandas()
+    partial = partial.sort_values("account_id")
+    np.testing.assert_allclose(partial["score"].to_numpy(), expected, rtol=1e-9)
+    low = partial["score"] < floor
+    assert low.any() and all(len(r) == 0 for r in partial.loc[low, "reasons"])
+    assert list(partial.loc[~low, "reasons"].map(list)) == list(
+        scored.loc[~low.to_numpy(), "reasons"].map(list)
+    )
 
 
 def test_every_feature_has_a_readable_reason():
