@@ -89,7 +89,7 @@ def test_served_deployments_run_retry_and_fail_safely(
         "FARMWATCH_PUBLISH__S3_CONNECT_TIMEOUT_SECONDS": "1",
         "FARMWATCH_ORCHESTRATION__IO_RETRY_DELAYS_SECONDS": "[1, 1]",
         "FARMWATCH_ORCHESTRATION__WEBHOOK_URL": webhook,
-        "FARMWATCH_SPARK__DRIVER_MEMORY": "2g",
+        "FARMWATCH_SPARK__DRIVER_MEMORY": "3g",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
