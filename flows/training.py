@@ -25,11 +25,16 @@ from models.farm_model import build_training_set, train_and_register
 
 @task(name="train-and-register", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
 def train_task(settings: Settings, run_dir: Any, run_date: str) -> dict[str, Any]:
-    """Train on labelled accounts (time-aware split) and register the model."""
+    """Train on labelled accounts (time-aware split) and register the model.
+
+    The known-bad community features are recomputed as of the split's cut-off from the run's
+    communities table, so no row sees labels given after it.
+    """
     spark = spark_for(settings)
     table = spark.read.parquet(str(run_dir / "features"))
     labels = spark.read.parquet(str(run_dir / "accepted" / "labels"))
-    training = build_training_set(table, labels, settings.model.test_fraction_by_time)
+    communities = spark.read.parquet(str(run_dir / "graph" / "communities"))
+    training = build_training_set(table, labels, settings.model.test_fraction_by_time, communities)
     result = train_and_register(
         training,
         settings.model,

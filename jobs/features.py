@@ -1,8 +1,9 @@
 """Account, neighbourhood and community features for the farm model.
 
 In: the accepted input tables, ``account_entities`` and ``entity_stats`` from :mod:`jobs.graph`,
-``account_links`` and the ``communities`` table (``account_id, component_id, community_id,
-farm_id``) and the run's window end. Out: one row per account: ``account_id``, ``farm_id``,
+``account_links`` and the ``communities`` table of :mod:`jobs.communities` (``account_id,
+component_id, community_id, farm_id, community_size, component_size, community_density``) and
+the run's window end. Out: one row per account: ``account_id``, ``farm_id``,
 ``component_id`` and the numeric columns named in :data:`FEATURE_COLUMNS` (nulls filled with 0,
 all doubles): account features, their mean/max/std over 1-hop and 2-hop neighbours in the
 account graph (:mod:`jobs.neighbourhood`), and features of the account's community. Called by
@@ -18,7 +19,7 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.graph import ENTITY_TYPES, community_density, ip24, require_columns
+from jobs.graph import ENTITY_TYPES, ip24, require_columns
 from jobs.neighbourhood import neighbour_aggregates, neighbour_feature_names
 
 ACCOUNT_FEATURES = (
@@ -215,7 +216,6 @@ def _modal_share(values: DataFrame, group: str, value: str, name: str) -> DataFr
 
 def community_features(
     communities: DataFrame,
-    links: DataFrame,
     accounts: DataFrame,
     signups: DataFrame,
     payments: DataFrame,
@@ -224,9 +224,13 @@ def community_features(
 ) -> DataFrame:
     """Group-level features of each account's community (the farm candidate).
 
+    Sizes and link density are read from the ``communities`` table, which the communities
+    stage wrote them into (:func:`jobs.communities.assign_farms`,
+    :func:`jobs.communities.describe_communities`); they are not recomputed here.
+
     Args:
-        communities: ``account_id, component_id, community_id`` (every account).
-        links: account graph edges ``src, dst``.
+        communities: ``account_id, community_id, community_size, component_size,
+            community_density`` (every account).
         accounts: output of :func:`account_features`.
         signups: accepted signups (for email shapes and signup times).
         payments: accepted payments.
@@ -236,17 +240,24 @@ def community_features(
     Returns:
         ``community_id`` plus :data:`COMMUNITY_FEATURES`.
     """
-    require_columns(communities, "communities", ("account_id", "community_id", "component_id"))
-    member = communities.select("account_id", "community_id")
-    sizes = member.groupBy("community_id").agg(F.count("*").alias("community_size"))
-    component_sizes = (
-        communities.groupBy("component_id")
-        .agg(F.count("*").alias("_component_size"))
-        .join(communities.select("component_id", "community_id").distinct(), "component_id")
-        .groupBy("community_id")
-        .agg(F.max("_component_size").alias("component_size"))
+    require_columns(
+        communities,
+        "communities",
+        (
+            "account_id",
+            "community_id",
+            "community_size",
+            "component_size",
+            "community_density",
+        ),
     )
-    density = community_density(member, links, "community_id")
+    member = communities.select("account_id", "community_id")
+    # the same on every member row of a community: one row per community
+    described = communities.groupBy("community_id").agg(
+        F.max("community_size").alias("community_size"),
+        F.max("component_size").alias("component_size"),
+        F.max("community_density").alias("community_density"),
+    )
     signup_hours = signups.select(
         "account_id",
         (F.unix_timestamp("signup_ts") / 3600.0).alias("signup_h"),
@@ -290,10 +301,8 @@ def community_features(
             F.avg("account_age_days").alias("community_mean_age_days"),
         )
     )
-    out = sizes
+    out = described
     for part in (
-        component_sizes,
-        density,
         spread,
         burst,
         shape,
@@ -433,7 +442,6 @@ def run(
     accounts = spark.read.parquet(str(path))
     groups = community_features(
         graph["communities"],
-        graph["account_links"],
         accounts,
         tables["signups"],
         tables["payments"],

@@ -15,19 +15,12 @@ share them stays available as features.
 
 from __future__ import annotations
 
+from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from jobs.config import GraphSettings
-
-
-def vector_to_array(column: Column) -> Column:
-    """A Spark ML vector column as ``array<double>`` (JVM function, no Python UDF)."""
-    from pyspark.ml.functions import vector_to_array as to_array
-
-    return to_array(column)
-
 
 # Hard keys identify one thing an operator must pay for or control; they link accounts.
 LINK_ENTITY_TYPES = ("instrument", "device", "ip", "email")

@@ -1,8 +1,10 @@
 """The farm model: LightGBM on account + community features, tracked in MLflow.
 
-In: the ``features`` table of a run (see :mod:`jobs.features`) and the ``labels`` table. Out: a
-LightGBM booster registered in the MLflow model registry with alias ``challenger``, promoted to
-``champion`` when it beats the current champion on the same holdout by the configured margin.
+In: the ``features`` table of a run (see :mod:`jobs.features`), the ``labels`` table and the
+run's ``communities`` table (to recompute the label-derived features as of the holdout cut-off).
+Out: a LightGBM booster registered in the MLflow model registry with alias ``challenger``,
+promoted to ``champion`` when it beats the current champion on the same holdout by the
+configured margin.
 Called by ``farmwatch train`` (through :mod:`flows.training`) and by the tests.
 
 Shape: :func:`build_training_set` (Spark -> pandas, labelled accounts only), :func:`train`,
@@ -26,7 +28,7 @@ from pyspark.sql import functions as F
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 from jobs.config import ModelSettings
-from jobs.features import FEATURE_COLUMNS
+from jobs.features import FEATURE_COLUMNS, KNOWN_BAD_FEATURES, known_bad_members
 
 
 class ModelUnavailableError(RuntimeError):
@@ -44,18 +46,34 @@ class TrainingSet:
     fingerprint: dict[str, Any]
 
 
-def build_training_set(features: DataFrame, labels: DataFrame, test_fraction: float) -> TrainingSet:
+def build_training_set(
+    features: DataFrame,
+    labels: DataFrame,
+    test_fraction: float,
+    communities: DataFrame | None = None,
+) -> TrainingSet:
     """Join labels to features and split by label time (train before the cut-off, test after).
 
     The last 20% (by time) of the training part is the early-stopping validation set.
+
+    The features table's :data:`jobs.features.KNOWN_BAD_FEATURES` count labels known before the
+    run's window end, so they would let train and test rows see labels given to other members of
+    their community after the cut-off (an optimistic holdout). With ``communities``, those two
+    columns are recomputed for every row with only the labels given before the cut-off (what
+    the model would have seen then); accounts without a community get 0, as in
+    :func:`jobs.features.feature_table`.
 
     Args:
         features: ``account_id, farm_id`` and :data:`FEATURE_COLUMNS`.
         labels: ``account_id, label, labelled_at``.
         test_fraction: share of labelled accounts, latest first, held out for testing.
+        communities: the run's communities table (``account_id, community_id``); without it
+            the known-bad features stay as the features table has them.
 
     Returns:
-        The split, with a fingerprint (row counts, date range, content hash) for MLflow.
+        The split, with a fingerprint (row counts, date range, content hash, and
+        ``known_bad_as_of``: the cut-off the known-bad features were recomputed at, or ``None``
+        when they were not) for MLflow.
 
     Raises:
         ValueError: missing columns, or a split without both classes.
@@ -76,6 +94,8 @@ def build_training_set(features: DataFrame, labels: DataFrame, test_fraction: fl
     if frame.empty:
         raise ValueError("no labelled account has features: nothing to train on")
     cutoff = frame["labelled_at"].quantile(1 - test_fraction)
+    if communities is not None:
+        frame = _known_bad_as_of(frame, features, communities, labels, latest, cutoff)
     before = frame[frame["labelled_at"] <= cutoff]
     test = frame[frame["labelled_at"] > cutoff]
     split_at = int(len(before) * 0.8)
@@ -95,9 +115,38 @@ def build_training_set(features: DataFrame, labels: DataFrame, test_fraction: fl
         "labelled_from": str(frame["labelled_at"].min()),
         "labelled_to": str(frame["labelled_at"].max()),
         "cutoff": str(cutoff),
+        "known_bad_as_of": str(cutoff) if communities is not None else None,
         "sha256": digest,
     }
     return TrainingSet(train, valid, test, cutoff, fingerprint)
+
+
+def _known_bad_as_of(
+    frame: pd.DataFrame,
+    features: DataFrame,
+    communities: DataFrame,
+    labels: DataFrame,
+    labelled: DataFrame,
+    cutoff: pd.Timestamp,
+) -> pd.DataFrame:
+    """``frame`` with :data:`KNOWN_BAD_FEATURES` from the labels given before ``cutoff``."""
+    # toPandas gives naive timestamps in the session time zone: read the cut-off in that zone.
+    # Labels have microsecond precision, so "before the ceiling" is "before the cut-off".
+    zone = features.sparkSession.conf.get("spark.sql.session.timeZone")
+    as_of = cutoff.ceil("us").tz_localize(zone).to_pydatetime()
+    known_bad = (
+        known_bad_members(communities, labels, as_of)
+        .join(labelled.select("account_id"), "account_id")
+        .select("account_id", *KNOWN_BAD_FEATURES)
+        .toPandas()
+    )
+    recomputed = frame.drop(columns=list(KNOWN_BAD_FEATURES)).merge(
+        known_bad, on="account_id", how="left"
+    )
+    recomputed[list(KNOWN_BAD_FEATURES)] = (
+        recomputed[list(KNOWN_BAD_FEATURES)].astype("float64").fillna(0.0)
+    )
+    return recomputed[list(frame.columns)]
 
 
 def train(training: TrainingSet, settings: ModelSettings) -> lgb.Booster:

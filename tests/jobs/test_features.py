@@ -6,7 +6,7 @@ from datetime import date, datetime
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
-from jobs.communities import assign_farms
+from jobs.communities import assign_farms, describe_communities
 from jobs.config import GraphSettings
 from jobs.contracts import API_USAGE, IP_EVENTS, PAYMENTS, SIGNUPS
 from jobs.features import (
@@ -112,12 +112,16 @@ def small_world(spark):
     entities = account_entities(signups, payments, ip_events, usage, "k")
     stats = entity_stats(entities, GraphSettings(), 4)
     links = account_links(entities, stats)
-    communities = assign_farms(
-        spark.createDataFrame(
-            [("a1", "a1"), ("a2", "a1"), ("a3", "a1"), ("b1", "b1")],
-            "account_id string, component_id string",
-        ),
-        min_farm_size=3,
+    # the communities table as the communities stage writes it (sizes, density, farm ids)
+    components = spark.createDataFrame(
+        [("a1", "a1"), ("a2", "a1"), ("a3", "a1"), ("b1", "b1")],
+        "account_id string, component_id string",
+    )
+    communities = describe_communities(
+        assign_farms(components, min_farm_size=3),
+        links,
+        entities,
+        GraphSettings().binding_entities,
     )
     return signups, payments, ip_events, usage, entities, stats, links, communities
 
@@ -156,11 +160,13 @@ def test_community_features_by_hand(spark, small_world):
     groups = {
         r["community_id"]: r
         for r in community_features(
-            communities, links, accounts, signups, payments, ip_events, usage
+            communities, accounts, signups, payments, ip_events, usage
         ).collect()
     }
     farm = groups["a1"]
     assert farm["community_size"] == 3.0
+    assert farm["community_log_size"] == pytest.approx(math.log1p(3))
+    assert farm["component_log_size"] == pytest.approx(math.log1p(3))
     assert farm["community_density"] == pytest.approx(2 / 3)  # star of 2 edges, 3 pairs
     assert farm["community_accounts_per_instrument"] == pytest.approx(3.0)
     assert farm["community_accounts_per_device"] == pytest.approx(3.0)
@@ -169,10 +175,11 @@ def test_community_features_by_hand(spark, small_world):
     assert farm["community_email_shape_share"] == pytest.approx(1.0)
     assert farm["community_mean_decline_rate"] == pytest.approx(1 / 3)
     assert groups["b1"]["community_size"] == 1.0
+    assert groups["b1"]["community_density"] == 0.0  # a single account has no pairs
     table = feature_table(
         accounts,
         communities,
-        community_features(communities, links, accounts, signups, payments, ip_events, usage),
+        community_features(communities, accounts, signups, payments, ip_events, usage),
     )
     ids = table.select("account_id", "farm_id", "component_id")
     farm_id = communities.where("account_id = 'a1'").first()["farm_id"]
@@ -182,6 +189,14 @@ def test_community_features_by_hand(spark, small_world):
     )
     assertDataFrameEqual(ids, expected)
     assert table.where("community_prompt_share is null").count() == 0  # nulls filled
+
+
+@pytest.mark.parametrize("column", ["community_size", "component_size", "community_density"])
+def test_community_features_need_what_the_communities_stage_writes(small_world, column):
+    signups, payments, ip_events, usage, entities, stats, _, communities = small_world
+    accounts = account_features(signups, payments, ip_events, usage, entities, stats, END)
+    with pytest.raises(ValueError, match=f"communities is missing column '{column}'"):
+        community_features(communities.drop(column), accounts, signups, payments, ip_events, usage)
 
 
 def test_assign_farms_contract(spark):
@@ -209,7 +224,7 @@ def test_neighbour_features_reach_the_feature_table(spark, small_world):
         NEIGHBOUR_SOURCE_FEATURES,
         hops=2,
     )
-    groups = community_features(communities, links, accounts, signups, payments, ip_events, usage)
+    groups = community_features(communities, accounts, signups, payments, ip_events, usage)
     rows = {
         r["account_id"]: r
         for r in feature_table(accounts, communities, groups, neighbours).collect()

@@ -94,6 +94,50 @@ def test_time_split_and_validation(spark):
         build_training_set(f, only_legit, 0.3)
 
 
+@pytest.mark.parametrize("session_zone", ["UTC", "America/New_York"])
+def test_known_bad_features_only_count_labels_before_the_cut_off(spark, session_zone):
+    # 600 hourly labels, 30% held out: the cut-off is 419h18m after the first label, so a0419
+    # is labelled 18 minutes before it and a0420 42 minutes after it.
+    feats, labels = world()
+    farm = ["a0300", "a0419", "a0420", "a0595"]
+    labels.loc[labels["account_id"].isin(farm), "label"] = [0, 1, 1, 0]
+    # what the features stage wrote: every label before the run's end counts (a0300 and a0595
+    # see both farm labels)
+    run_end = {"a0300": 2.0, "a0419": 1.0, "a0420": 1.0, "a0595": 2.0}
+    feats["community_known_bad"] = feats["account_id"].map(run_end).fillna(0.0)
+    feats["community_known_bad_share"] = feats["community_known_bad"] / 3
+    previous_zone = spark.conf.get("spark.sql.session.timeZone")
+    spark.conf.set("spark.sql.session.timeZone", session_zone)
+    try:
+        f, lab = spark_frames(spark, feats, labels)
+        communities = spark.createDataFrame(
+            [(a, "a0300") for a in farm] + [("a0001", "a0001")],
+            "account_id string, community_id string",
+        )
+        split = build_training_set(f, lab, 0.3, communities)
+        stale = build_training_set(f, lab, 0.3)
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", previous_zone)
+    assert split.cutoff == pd.Timestamp("2026-05-01") + pd.Timedelta(hours=419, minutes=18)
+    rows = pd.concat([split.train, split.valid, split.test]).set_index("account_id")
+    assert set(split.test["account_id"]) >= {"a0420", "a0595"}
+    # a0420's label (after the cut-off) counts for nobody; a0419's (before it) counts for the
+    # other members, in training and in the holdout alike
+    as_of_cutoff = {"a0300": 1.0, "a0419": 0.0, "a0420": 1.0, "a0595": 1.0}
+    assert rows.loc[farm, "community_known_bad"].to_dict() == as_of_cutoff
+    assert rows.loc[farm, "community_known_bad_share"].to_dict() == pytest.approx(
+        {a: v / 3 for a, v in as_of_cutoff.items()}
+    )
+    others = rows.drop(index=farm)
+    assert (others[["community_known_bad", "community_known_bad_share"]] == 0.0).all().all()
+    assert split.fingerprint["known_bad_as_of"] == str(split.cutoff)
+    assert len(split.train) + len(split.valid) + len(split.test) == len(feats)
+    # without the communities table the features table's values stay (and the leak with them)
+    stale_rows = pd.concat([stale.train, stale.valid, stale.test]).set_index("account_id")
+    assert stale_rows.loc[farm, "community_known_bad"].to_dict() == run_end
+    assert stale.fingerprint["known_bad_as_of"] is None
+
+
 def test_registry_lifecycle_on_a_tracking_server(spark, tmp_path, mlflow_server, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
