@@ -14,6 +14,7 @@ community_density, binding_entities``. Called by the nightly and training flows.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -70,18 +71,24 @@ def assign_farms(components: DataFrame, min_farm_size: int) -> DataFrame:
     )
 
 
-def refinement_edges(entities: DataFrame, stats: DataFrame, soft_key_weight: float) -> DataFrame:
+def refinement_edges(
+    entities: DataFrame,
+    stats: DataFrame,
+    soft_key_weight: float,
+    strong_types: Sequence[str] = (),
+) -> DataFrame:
     """The account-entity graph Leiden refines components on (no account-account projection).
 
     Args:
         entities: ``account_id, entity_type, entity_id``.
         stats: :func:`jobs.graph.entity_stats` output.
         soft_key_weight: multiplier on the IDF weight of soft-key entities.
+        strong_types: entity types that are strong identifiers for the core rule.
 
     Returns:
         ``src`` (account), ``dst`` (``type:hash`` entity node), ``weight`` (IDF-like, soft keys
-        scaled), ``dst_is_entity`` (true) and ``kind`` (:data:`jobs.graph.EVIDENCE_KIND`) over
-        every non-hub entity shared by 2+ accounts.
+        scaled), ``dst_is_entity`` (true), ``kind`` (:data:`jobs.graph.EVIDENCE_KIND`) and
+        ``strong`` (type in ``strong_types``) over every non-hub entity shared by 2+ accounts.
     """
     require_columns(stats, "entity_stats", ("entity_type", "entity_id", "degree", "weight"))
     scale = F.when(F.col("entity_type").isin(*LINK_ENTITY_TYPES), 1.0).otherwise(soft_key_weight)
@@ -99,6 +106,7 @@ def refinement_edges(entities: DataFrame, stats: DataFrame, soft_key_weight: flo
         "weight",
         F.lit(True).alias("dst_is_entity"),
         kind.alias("kind"),
+        F.col("entity_type").isin(*strong_types).alias("strong"),
     )
 
 
@@ -175,12 +183,13 @@ def find_communities(
         stats = spark.read.parquet(str(out / "entity_stats"))
         refined = refine_communities(
             components,
-            refinement_edges(entities, stats, graph.soft_key_weight),
+            refinement_edges(entities, stats, graph.soft_key_weight, graph.strong_evidence_types),
             graph.refine_min_size,
             graph.leiden_resolution,
             graph.leiden_seed,
             graph.min_evidence_kinds,
             graph.leiden_iterations,
+            graph.min_entity_concentration,
         )
     else:
         refined = components

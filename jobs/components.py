@@ -9,7 +9,8 @@ Backends:
 - ``local``: edge list to the driver through Arrow, solved by ``scipy.sparse.csgraph`` (C code);
   for graphs up to ``GraphSettings.local_max_edges`` edges.
 - ``spark``: alternating large-star / small-star (Kiveris et al., 2014) on DataFrames with a local
-  checkpoint every ``spark_checkpoint_interval`` rounds; no Python UDFs, no RDDs.
+  checkpoint every ``spark_checkpoint_interval`` rounds; each star step is one window (no
+  aggregate-then-join), duplicates are dropped once per round; no Python UDFs, no RDDs.
 - ``graphframes``: ``GraphFrame.connectedComponents`` when the GraphFrames JVM package is on the
   classpath (``spark.jars.packages=io.graphframes:graphframes-spark4_2.13:<version>``). It is
   detected, never assumed: :class:`BackendUnavailableError` says what is missing.
@@ -23,6 +24,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.window import Window
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components as csgraph_components
 
@@ -102,24 +104,38 @@ def _both_directions(edges: DataFrame) -> DataFrame:
 
 
 def _large_star(edges: DataFrame) -> DataFrame:
-    both = _both_directions(edges)
-    smallest = both.groupBy("a").agg(F.least(F.min("b"), F.first("a")).alias("m"))
-    return (
-        both.join(smallest, "a")
-        .where(F.col("b") > F.col("a"))
-        .select(F.col("b").alias("src"), F.col("m").alias("dst"))
-        .where(F.col("src") != F.col("dst"))
-        .distinct()
+    """Attach every larger neighbour of a node to the node's smallest neighbourhood member.
+
+    The minimum is a window over the node's edges (one shuffle, no aggregate-then-join); the
+    duplicates this leaves are removed once per round, after the small star.
+    """
+    both = _both_directions(edges).withColumn(
+        "m", F.least(F.min("b").over(Window.partitionBy("a")), F.col("a"))
+    )
+    return both.where(F.col("b") > F.col("a")).select(
+        F.col("b").alias("src"), F.col("m").alias("dst")
     )
 
 
 def _small_star(edges: DataFrame) -> DataFrame:
-    both = _both_directions(edges)
-    lower = both.where(F.col("b") < F.col("a"))
-    smallest = lower.groupBy("a").agg(F.min("b").alias("m"))
-    neighbours = lower.join(smallest, "a").select(F.col("b").alias("src"), F.col("m").alias("dst"))
-    centres = smallest.select(F.col("a").alias("src"), F.col("m").alias("dst"))
+    """Attach a node and its smaller neighbours to the smallest of those neighbours."""
+    lower = (
+        _both_directions(edges)
+        .where(F.col("b") < F.col("a"))
+        .withColumn("m", F.min("b").over(Window.partitionBy("a")))
+    )
+    neighbours = lower.select(F.col("b").alias("src"), F.col("m").alias("dst"))
+    centres = lower.select(F.col("a").alias("src"), F.col("m").alias("dst"))
     return neighbours.unionByName(centres).where(F.col("src") != F.col("dst")).distinct()
+
+
+def _is_star_forest(edges: DataFrame) -> bool:
+    """No node is both a leaf (``src``) and a centre (``dst``): one shuffle, stops at one hit."""
+    roles = edges.select(F.col("dst").alias("node"), F.lit(1).alias("role")).unionByName(
+        edges.select(F.col("src").alias("node"), F.lit(2).alias("role"))
+    )
+    chained = roles.groupBy("node").agg(F.countDistinct("role").alias("roles"))
+    return chained.where(F.col("roles") == 2).limit(1).count() == 0
 
 
 def components_spark(
@@ -156,11 +172,7 @@ def components_spark(
         if iteration % checkpoint_interval and iteration != max_iterations:
             continue
         current = current.localCheckpoint()  # cuts the lineage; the check below reads it
-        # converged when no centre is itself attached to a smaller centre: stars only
-        chained = current.select(F.col("dst").alias("node")).intersect(
-            current.select(F.col("src").alias("node"))
-        )
-        if chained.limit(1).count() == 0:
+        if _is_star_forest(current):  # no centre hangs off a smaller centre: converged
             break
     else:
         raise RuntimeError(f"spark components did not converge in {max_iterations} rounds")

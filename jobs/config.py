@@ -94,6 +94,10 @@ class GraphSettings(_Section):
     leiden_seed: int = 7
     leiden_iterations: int = 2
     min_evidence_kinds: int = 3
+    min_entity_concentration: float = 0.5
+    strong_evidence_types: list[str] = Field(
+        default_factory=lambda: ["instrument", "device", "email"]
+    )
     soft_key_weight: float = 0.5
     binding_entities: int = 3
     behaviour_entities: bool = True

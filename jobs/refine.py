@@ -35,6 +35,7 @@ OUTPUT_SCHEMA = T.StructType(
         T.StructField("community_id", T.StringType(), False),
     ]
 )
+_MAX_PEELS = 20  # rounds of the core rule; each round only removes members
 _GROUP_SCHEMA = T.StructType(
     [
         T.StructField("component_id", T.StringType(), False),
@@ -50,19 +51,35 @@ def leiden_partition(
     seed: int,
     min_evidence_kinds: int = 1,
     iterations: int = 2,
+    min_concentration: float = 0.0,
 ) -> pd.DataFrame:
     """Leiden (modularity) on one weighted graph held in pandas, then the core rule.
 
+    The core rule keeps an account in its community only when its ties to the other members
+    are evidence of one operator, not of a shared network or a popular habit:
+
+    - an entity ties an account to its community when another member shares it *and* at least
+      ``min_concentration`` of the entity's accounts in this component are members (a prompt
+      template used by 600 accounts, 20 of them in the farm, ties nobody);
+    - each evidence family (network, payment, device, identity, behaviour) with such a tie
+      counts once, or twice when the tie is a strong identifier (``strong`` edge: a payment
+      instrument, device or email, which strangers rarely share); account-account edges count
+      once per family;
+    - the account stays when the count reaches ``min_evidence_kinds``; otherwise it stands
+      alone (a user who shares a residential proxy IP, a card BIN and a prompt style with a
+      farm is not in the farm). Detaching members dilutes the entities they shared, so the rule
+      is applied again on what is left until no one else falls (a peel, like a k-core).
+
     Args:
         edges: ``src, dst, weight, dst_is_entity`` and optionally ``kind`` (the evidence family
-            of the edge: network, payment, device, identity, behaviour) of one component.
+            of the edge) and ``strong`` (a strong identifier) of one component.
         resolution: modularity resolution (higher gives smaller communities).
         seed: seed for igraph's random number generator (results are deterministic).
-        min_evidence_kinds: an account stays in its community only if it shares entities with
-            other members in at least this many kinds of evidence; otherwise it stands alone
-            (a user who merely shares a residential proxy IP with a farm is not in the farm).
+        min_evidence_kinds: evidence count an account needs to stay (1 turns the rule off).
         iterations: Leiden iterations (igraph's default is 2; negative runs until the partition
             is stable, which on a large loose component can take many minutes).
+        min_concentration: share of an entity's accounts (in the component) that must be in
+            the community for the entity to tie anyone to it.
 
     Returns:
         ``account_id, community_id`` for every account node (entity nodes are dropped), where
@@ -93,39 +110,61 @@ def leiden_partition(
     )
     label = membership.copy()
     if min_evidence_kinds > 1:
-        kind = edges["kind"].to_numpy() if "kind" in edges.columns else np.full(n_edges, "link")
-        ties = pd.DataFrame(
-            {
-                "src": codes[:n_edges],
-                "dst": codes[n_edges:],
-                "kind": kind,
-                "community": membership[codes[:n_edges]],
-            }
-        )
-        # an entity binds an account to its community when another member shares it too
-        entity_ties = ties[is_entity]
-        entity_ties = entity_ties[
-            entity_ties.groupby(["dst", "community"])["src"].transform("size") >= 2
-        ]
-        account_ties = ties[~is_entity]
-        account_ties = account_ties[
-            account_ties["community"] == membership[account_ties["dst"].to_numpy()]
-        ]
-        evidence = pd.concat(
-            [
-                entity_ties[["src", "kind"]],
-                account_ties[["src", "kind"]],
-                account_ties[["dst", "kind"]].rename(columns={"dst": "src"}),
-            ]
-        )
-        kinds = evidence.groupby("src")["kind"].nunique()
-        weak = np.ones(len(names), dtype=bool)
-        weak[kinds[kinds >= min_evidence_kinds].index.to_numpy()] = False
-        detached = weak & is_account
-        label[detached] = -1 - np.flatnonzero(detached)  # a community of its own
+        # peel: detaching members lowers the concentration of the entities they shared, which
+        # can leave others without evidence; repeat until nobody else falls (it only shrinks)
+        for _ in range(_MAX_PEELS):
+            weak = _weak_members(
+                edges, codes, label, is_entity, min_evidence_kinds, min_concentration
+            )
+            detached = weak & is_account & (label >= 0)
+            if not detached.any():
+                break
+            label[detached] = -1 - np.flatnonzero(detached)  # a community of its own
     accounts = pd.DataFrame({"account_id": names[is_account], "label": label[is_account]})
     smallest = accounts.groupby("label")["account_id"].transform("min")
     return pd.DataFrame({"account_id": accounts["account_id"], "community_id": smallest})
+
+
+def _weak_members(
+    edges: pd.DataFrame,
+    codes: np.ndarray,
+    membership: np.ndarray,
+    is_entity: np.ndarray,
+    min_evidence_kinds: int,
+    min_concentration: float,
+) -> np.ndarray:
+    """Node mask of accounts whose evidence of membership is below the core rule's bar."""
+    n_edges = len(edges)
+    ties = pd.DataFrame(
+        {
+            "src": codes[:n_edges],
+            "dst": codes[n_edges:],
+            "kind": edges["kind"].to_numpy() if "kind" in edges.columns else "link",
+            "points": np.where(edges["strong"].to_numpy(dtype=bool), 2, 1)
+            if "strong" in edges.columns
+            else 1,
+            "community": membership[codes[:n_edges]],
+        }
+    )
+    entity_ties = ties[is_entity]
+    shared = entity_ties.groupby(["dst", "community"])["src"].transform("size")
+    users = entity_ties.groupby("dst")["src"].transform("size")
+    entity_ties = entity_ties[(shared >= 2) & (shared >= min_concentration * users)]
+    account_ties = ties[~is_entity]
+    account_ties = account_ties[
+        account_ties["community"] == membership[account_ties["dst"].to_numpy()]
+    ].assign(points=1)
+    evidence = pd.concat(
+        [
+            entity_ties[["src", "kind", "points"]],
+            account_ties[["src", "kind", "points"]],
+            account_ties[["dst", "kind", "points"]].rename(columns={"dst": "src"}),
+        ]
+    )
+    score = evidence.groupby(["src", "kind"])["points"].max().groupby(level="src").sum()
+    weak = np.ones(len(membership), dtype=bool)
+    weak[score[score >= min_evidence_kinds].index.to_numpy()] = False
+    return weak
 
 
 def refine_communities(
@@ -136,6 +175,7 @@ def refine_communities(
     seed: int,
     min_evidence_kinds: int = 1,
     iterations: int = 2,
+    min_concentration: float = 0.0,
 ) -> DataFrame:
     """Split every component of at least ``min_size`` accounts with Leiden.
 
@@ -143,12 +183,13 @@ def refine_communities(
         components: ``account_id, component_id`` for every account.
         edges: refinement graph ``src, dst, weight`` and optionally ``dst_is_entity``
             (``src`` an account; missing ``dst_is_entity`` means account-account edges) and
-            ``kind`` (evidence family, for ``min_evidence_kinds``).
+            ``kind`` (evidence family) and ``strong`` (strong identifier), for the core rule.
         min_size: components below this size are one community each.
         resolution: Leiden modularity resolution.
         seed: Leiden seed.
         min_evidence_kinds: see :func:`leiden_partition`.
         iterations: Leiden iterations per component (see :func:`leiden_partition`).
+        min_concentration: see :func:`leiden_partition`.
 
     Returns:
         ``account_id, component_id, community_id`` for every account of ``components``.
@@ -161,6 +202,8 @@ def refine_communities(
         edges = edges.withColumn("dst_is_entity", F.lit(False))
     if "kind" not in edges.columns:
         edges = edges.withColumn("kind", F.lit("link"))
+    if "strong" not in edges.columns:
+        edges = edges.withColumn("strong", F.lit(False))
     sizes = components.groupBy("component_id").agg(F.count("*").alias("component_size"))
     large = sizes.where(F.col("component_size") >= min_size).select("component_id")
     member = components.join(large, "component_id").select(
@@ -172,6 +215,7 @@ def refine_communities(
         F.col("weight").cast("double").alias("weight"),
         F.col("dst_is_entity").cast("boolean").alias("dst_is_entity"),
         F.col("kind").cast("string").alias("kind"),
+        F.col("strong").cast("boolean").alias("strong"),
     ).join(member, "src")
     # an account-account edge must stay inside its component (it always does for real links)
     same_component = components.select(
@@ -184,7 +228,9 @@ def refine_communities(
     )
 
     def split(group: pd.DataFrame) -> pd.DataFrame:
-        parts = leiden_partition(group, resolution, seed, min_evidence_kinds, iterations)
+        parts = leiden_partition(
+            group, resolution, seed, min_evidence_kinds, iterations, min_concentration
+        )
         parts.insert(0, "component_id", group["component_id"].iloc[0])
         return parts
 

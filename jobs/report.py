@@ -65,7 +65,9 @@ def community_quality(
 
     Returns:
         ``campaign_in_campaign_communities`` (share of campaign accounts in campaign-pure
-        communities), ``legit_in_campaign_communities`` (share of legitimate accounts there),
+        communities), ``campaign_standing_alone`` (share of campaign accounts in a community of
+        their own, which counts as campaign-pure but groups nothing),
+        ``legit_in_campaign_communities`` (share of legitimate accounts there),
         ``farm_in_own_operator_communities``, ``legit_in_farm_communities``, and the number of
         groups.
     """
@@ -90,6 +92,7 @@ def community_quality(
         .select(
             group,
             (F.col("campaign") > F.col("size") * purity).alias("campaign_pure"),
+            (F.col("size") == 1).alias("alone"),
             (F.coalesce(F.col("top.n"), F.lit(0)) > F.col("size") * purity).alias("farm_pure"),
             F.col("top.op").alias("top_operator"),
         )
@@ -99,6 +102,7 @@ def community_quality(
         .agg(
             F.sum(F.col("is_campaign").cast("long")).alias("campaign"),
             F.sum((F.col("is_campaign") & F.col("campaign_pure")).cast("long")).alias("c_in"),
+            F.sum((F.col("is_campaign") & F.col("alone")).cast("long")).alias("c_alone"),
             F.sum((~F.col("is_farm")).cast("long")).alias("legit"),
             F.sum((~F.col("is_farm") & F.col("campaign_pure")).cast("long")).alias("l_in_c"),
             F.sum(F.col("is_farm").cast("long")).alias("farm"),
@@ -120,6 +124,7 @@ def community_quality(
 
     return {
         "campaign_in_campaign_communities": share("c_in", "campaign"),
+        "campaign_standing_alone": share("c_alone", "campaign"),
         "legit_in_campaign_communities": share("l_in_c", "legit"),
         "farm_in_own_operator_communities": share("f_in", "farm"),
         "legit_in_farm_communities": share("l_in_f", "legit"),

@@ -173,3 +173,38 @@ def test_a_user_sharing_only_a_proxy_ip_is_not_kept_in_the_farm(spark):
         for r in refine_communities(components, edges, 5, 0.5, 1, 3).collect()
     }
     assert core["u1"] == "u1" and {core[a] for a in farm} == {"f0"}
+
+
+def test_core_rule_ignores_diluted_entities_and_counts_strong_identifiers_twice(spark):
+    farm = [f"f{i}" for i in range(8)]
+    rows = [(a, "instrument:card", "payment", True) for a in farm]
+    rows += [(a, "device:dev", "device", True) for a in farm]
+    rows += [(a, f"ip:proxy{i % 2}", "network", False) for i, a in enumerate(farm)]
+    # f8 shares only a proxy IP and a second card with the farm: network once, payment twice
+    rows += [("f8", "ip:proxy0", "network", False), ("f8", "instrument:card2", "payment", True)]
+    rows += [("f0", "instrument:card2", "payment", True)]
+    # u1, a household, shares a proxy IP, a BIN+postcode and a prompt style used by 20 others
+    rows += [("u1", "ip:proxy0", "network", False), ("u1", "bin_postcode:bp", "payment", False)]
+    rows += [("f1", "bin_postcode:bp", "payment", False)]
+    crowd = [f"p{i:02d}" for i in range(20)]
+    rows += [(a, "prompt:popular", "behaviour", False) for a in [*crowd, "u1", "f2"]]
+    rows += [(a, f"ip:home{i // 2}", "network", False) for i, a in enumerate(crowd)]
+    edges = spark.createDataFrame(
+        [(a, e, 1.0, True, k, s) for a, e, k, s in rows],
+        "src string, dst string, weight double, dst_is_entity boolean, kind string, strong boolean",
+    )
+    members = sorted({r[0] for r in rows})
+    components = spark.createDataFrame(
+        [(a, "f0") for a in members], "account_id string, component_id string"
+    )
+
+    def communities(min_concentration: float) -> dict[str, str]:
+        refined = refine_communities(components, edges, 5, 0.5, 1, 3, 2, min_concentration)
+        return {r["account_id"]: r["community_id"] for r in refined.collect()}
+
+    everything = communities(0.0)
+    assert everything["u1"] == "f0"  # the diluted prompt tie gives u1 its third kind
+    concentrated = communities(0.2)
+    assert concentrated["u1"] == "u1"  # only 2 of the prompt's 22 accounts are in the farm
+    assert {concentrated[a] for a in [*farm, "f8"]} == {"f0"}  # the strong card keeps f8
+    assert all(concentrated[a] != "f0" for a in crowd)
