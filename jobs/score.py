@@ -4,7 +4,7 @@ In: the ``features`` table of a run and a LightGBM booster (the registry's champ
 ``account_id, farm_id, component_id, score, reasons, model_version`` for every account, where
 ``reasons`` are the top positive contributions (LightGBM ``pred_contrib``) turned into sentences
 a trust analyst can check ("shares a payment instrument with 11 accounts"). Scoring runs in
-``mapInPandas`` (Arrow batches); the model travels to the executors once per task as a string.
+``mapInArrow`` (Arrow batches); the model travels to the executors once per task as a string.
 Called by the nightly flow's score task and the tests.
 """
 
@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterator
 
 import lightgbm as lgb
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 SCORE_SCHEMA = T.StructType(
@@ -27,6 +28,16 @@ SCORE_SCHEMA = T.StructType(
         T.StructField("score", T.DoubleType(), False),
         T.StructField("reasons", T.ArrayType(T.StringType()), False),
         T.StructField("model_version", T.StringType(), False),
+    ]
+)
+_BATCH_SCHEMA = T.StructType(SCORE_SCHEMA.fields[:-1])  # model_version is added in Spark
+_BATCH_ARROW_SCHEMA = pa.schema(
+    [
+        pa.field("account_id", pa.string()),
+        pa.field("farm_id", pa.string()),
+        pa.field("component_id", pa.string()),
+        pa.field("score", pa.float64()),
+        pa.field("reasons", pa.list_(pa.string())),
     ]
 )
 
@@ -136,20 +147,21 @@ def reason_text(feature: str, value: float) -> str:
 
 
 def explain(
-    booster: lgb.Booster, frame: pd.DataFrame, top_n: int, min_score: float = 0.0
+    booster: lgb.Booster, x: np.ndarray, top_n: int, min_score: float = 0.0, threads: int = 0
 ) -> tuple[np.ndarray, list[list[str]]]:
     """Scores, and the ``top_n`` positive-contribution reasons of rows scoring ``min_score``+.
 
-    ``pred_contrib`` costs about twenty plain predictions, so rows below ``min_score`` (accounts
-    that get no action) are scored but not explained: their reasons are empty.
+    ``x`` holds the booster's features in its order. ``pred_contrib`` costs about twenty plain
+    predictions, so rows below ``min_score`` (accounts that get no action) are scored but not
+    explained: their reasons are empty. ``threads`` 0 lets LightGBM use every core.
     """
     names = list(booster.feature_name())
-    x = frame[names].to_numpy(dtype=np.float64)
-    scores = booster.predict(x)
+    scores = booster.predict(x, num_threads=threads)
     reasons: list[list[str]] = [[] for _ in range(len(x))]
     explained = np.flatnonzero(scores >= min_score)
     if len(explained):
-        contrib = booster.predict(x[explained], pred_contrib=True)[:, : len(names)]
+        contrib = booster.predict(x[explained], pred_contrib=True, num_threads=threads)
+        contrib = contrib[:, : len(names)]
         order = np.argsort(-contrib, axis=1)[:, :top_n]
         for i, row in enumerate(explained):
             reasons[row] = [reason_text(names[c], x[row, c]) for c in order[i] if contrib[i, c] > 0]
@@ -163,10 +175,13 @@ def score_accounts(
     top_n: int = 3,
     explain_min_score: float = 0.0,
 ) -> DataFrame:
-    """Score every account in Spark (``mapInPandas``) and attach reasons.
+    """Score every account in Spark (``mapInArrow``) and attach reasons.
 
-    Every account scoring ``explain_min_score`` or more gets its top ``top_n`` reasons; the
-    others (no action) get none, which keeps scoring near plain ``predict`` speed.
+    The features travel to Python as one ``array<double>`` column (packed by the JVM), which
+    Arrow hands over as a single buffer: about a third cheaper than one column per feature.
+    Each task's LightGBM uses one thread (Spark already runs one task per core). Every account
+    scoring ``explain_min_score`` or more gets its top ``top_n`` reasons; the others (no
+    action) get none, which keeps scoring near plain ``predict`` speed.
 
     Raises:
         ValueError: the features table lacks a column the model was trained on.
@@ -176,21 +191,30 @@ def score_accounts(
     if missing:
         raise ValueError(f"features are missing columns the model expects: {missing}")
     model_text = booster.model_to_string()
+    width = len(needed)
 
-    def score_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def score_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         model = lgb.Booster(model_str=model_text)
         for batch in batches:
-            scores, reasons = explain(model, batch, top_n, explain_min_score)
-            yield pd.DataFrame(
-                {
-                    "account_id": batch["account_id"],
-                    "farm_id": batch["farm_id"],
-                    "component_id": batch["component_id"],
-                    "score": scores,
-                    "reasons": reasons,
-                    "model_version": model_version,
-                }
+            # nulls in the features become NaN, which LightGBM treats as missing
+            x = batch.column("_x").flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+            scores, reasons = explain(model, x, top_n, explain_min_score, threads=1)
+            yield pa.RecordBatch.from_arrays(
+                [
+                    batch.column("account_id"),
+                    batch.column("farm_id"),
+                    batch.column("component_id"),
+                    pa.array(scores, pa.float64()),
+                    pa.array(reasons, pa.list_(pa.string())),
+                ],
+                schema=_BATCH_ARROW_SCHEMA,
             )
 
-    columns = ["account_id", "farm_id", "component_id", *needed]
-    return features.select(*columns).mapInPandas(score_batches, SCORE_SCHEMA)
+    packed = features.select(
+        "account_id",
+        F.col("farm_id").cast("string").alias("farm_id"),
+        F.col("component_id").cast("string").alias("component_id"),
+        F.array(*[F.col(c).cast("double") for c in needed]).alias("_x"),
+    )
+    scored = packed.mapInArrow(score_batches, _BATCH_SCHEMA)
+    return scored.withColumn("model_version", F.lit(model_version))
