@@ -26,21 +26,11 @@ import argparse
 import json
 import os
 import random
-import statistics
-import tempfile
 import time
 from datetime import date
-from pathlib import Path
 from typing import Any
 
-
-def _timed(fn: Any, repeats: int) -> tuple[float, list[float], Any]:
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(round(time.perf_counter() - start, 2))
-    return statistics.median(times), times, result
+from benchkit import bench_home, timed, write_result
 
 
 def main() -> None:
@@ -53,10 +43,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/communities.json")
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="farmwatch-bench-communities-"))
-    os.environ["FARMWATCH_LAKE__HOME"] = str(home)
-    if args.lake:
-        os.environ["FARMWATCH_LAKE__LAKE"] = str(Path(args.lake).resolve())
+    home = bench_home("communities", args.lake)
     import igraph
     import numpy as np
     import pandas as pd
@@ -154,7 +141,7 @@ def main() -> None:
         ("communities_stage", stage),
         ("igraph_leiden", igraph_leiden),
     ):
-        median, runs, value = _timed(fn, args.repeats)
+        median, runs, value = timed(fn, args.repeats)
         if name in ("auto_components", "spark_components"):
             value = written_components(value)
         timings[name] = {"median_seconds": median, "runs": runs, "result": value}
@@ -188,11 +175,7 @@ def main() -> None:
     }
     result["machine"] = {"nproc": os.cpu_count(), "spark_master": settings.spark.master}
     result["accounts"] = n_accounts
-    print(json.dumps(result, indent=2))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,10 @@ figures. Writes JSON (default ``benchmarks/results/nightly.json``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import tempfile
 import time
-from pathlib import Path
+
+from benchkit import bench_home, write_result
 
 
 def main() -> None:
@@ -26,10 +25,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/nightly.json")
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="farmwatch-bench-nightly-"))
-    os.environ["FARMWATCH_LAKE__HOME"] = str(home)
-    if args.lake:
-        os.environ["FARMWATCH_LAKE__LAKE"] = str(Path(args.lake).resolve())
+    bench_home("nightly", args.lake)
     from flows.runtime import configure_prefect_env, settings_for, spark_for
 
     settings = settings_for(None)
@@ -67,11 +63,7 @@ def main() -> None:
         "banned": summary["banned"],
         "machine": {"nproc": os.cpu_count(), "spark_master": settings.spark.master},
     }
-    print(json.dumps(result, indent=2))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,10 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from benchkit import bench_home, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "infra" / "spark-local-cluster.sh"
@@ -69,10 +70,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/scale_out.json")
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="farmwatch-bench-scale-"))
-    os.environ["FARMWATCH_LAKE__HOME"] = str(home)
-    if args.lake:
-        os.environ["FARMWATCH_LAKE__LAKE"] = str(Path(args.lake).resolve())
+    home = bench_home("scale", args.lake)
     from flows.runtime import configure_prefect_env, settings_for, spark_for
 
     settings = settings_for(None)
@@ -128,11 +126,7 @@ def main() -> None:
         "same_ban_list": local["run"] == cluster["run"] and local["banlist"] == cluster["banlist"],
         "machine": {"nproc": os.cpu_count()},
     }
-    print(json.dumps(result, indent=2))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

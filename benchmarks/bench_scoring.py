@@ -25,23 +25,11 @@ already in memory; the Spark figures include reading the features from Parquet. 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import statistics
-import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
-
-def _timed(fn: Any, repeats: int) -> tuple[float, list[float]]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(round(time.perf_counter() - start, 2))
-    return statistics.median(times), times
+from benchkit import bench_home, timed, write_result
 
 
 def main() -> None:
@@ -54,8 +42,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/scoring.json")
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="farmwatch-bench-scoring-"))
-    os.environ["FARMWATCH_LAKE__HOME"] = str(home)
+    home = bench_home("scoring")
     import mlflow
     import numpy as np
     from pyspark.sql import functions as F
@@ -80,10 +67,10 @@ def main() -> None:
     rows = table.count()
     matrix = table.select(*booster.feature_name()).toPandas().to_numpy(dtype=np.float64)
 
-    native_predict = _timed(lambda: booster.predict(matrix), args.repeats)
+    native_predict = timed(lambda: booster.predict(matrix), args.repeats)
     watch = settings_for(None).bans.watch_threshold
-    native_explain = _timed(lambda: explain(booster, matrix, 3), args.repeats)
-    native_explain_listed = _timed(lambda: explain(booster, matrix, 3, watch), args.repeats)
+    native_explain = timed(lambda: explain(booster, matrix, 3), args.repeats)
+    native_explain_listed = timed(lambda: explain(booster, matrix, 3, watch), args.repeats)
 
     def spark_score(explain_min_score: float) -> Any:
         def run() -> None:
@@ -92,8 +79,8 @@ def main() -> None:
 
         return run
 
-    spark_scores_only = _timed(spark_score(math.inf), args.repeats)
-    spark_scored = _timed(spark_score(watch), args.repeats)
+    spark_scores_only = timed(spark_score(math.inf), args.repeats)
+    spark_scored = timed(spark_score(watch), args.repeats)
     result = {
         "benchmark": "scoring",
         "rows": rows,
@@ -127,11 +114,7 @@ def main() -> None:
         ),
         "machine": {"nproc": os.cpu_count(), "spark_master": settings_for(None).spark.master},
     }
-    print(json.dumps(result, indent=2))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,12 @@ at the highest-recall threshold where precision over all flagged accounts is at 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from benchkit import bench_home, write_result
 
 
 def recall_at_precision(
@@ -54,8 +54,7 @@ def main() -> None:
     parser.add_argument("--plot", default="benchmarks/results/unseen_operator_pr.png")
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="farmwatch-bench-unseen-"))
-    os.environ["FARMWATCH_LAKE__HOME"] = str(home)
+    home = bench_home("unseen")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,10 +138,8 @@ def main() -> None:
     figure.tight_layout()
     Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.plot, dpi=120)
-    print(json.dumps(result, indent=2))
-    out = Path(args.out)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out} and {args.plot}")
+    write_result(result, args.out)
+    print(f"wrote {args.plot}")
 
 
 if __name__ == "__main__":
