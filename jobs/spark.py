@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -48,6 +49,18 @@ def check_java() -> str:
     return version
 
 
+def use_utc_clock() -> None:
+    """Make this process (and the Spark JVM and Python workers it starts) keep UTC time.
+
+    Run dates are UTC days, and the jobs build window bounds as naive datetimes, which Python
+    (``datetime.timestamp``, PySpark's ``F.lit``) reads in the process's local zone. On a server
+    whose zone is not UTC every window would shift by the offset; pinning ``TZ`` avoids it.
+    """
+    if os.environ.get("TZ") != "UTC":
+        os.environ["TZ"] = "UTC"
+        time.tzset()
+
+
 def build_session(settings: SparkSettings, checkpoint_dir: Path | None = None) -> SparkSession:
     """Create or reuse the Spark session described by the settings.
 
@@ -58,6 +71,7 @@ def build_session(settings: SparkSettings, checkpoint_dir: Path | None = None) -
     Returns:
         The active Spark session.
     """
+    use_utc_clock()
     if settings.remote:
         builder = SparkSession.builder.remote(settings.remote)
     else:
