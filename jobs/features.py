@@ -153,31 +153,29 @@ def account_features(
         F.avg(F.col("asn_type").isin("hosting", "vpn").cast("double")).alias("hosting_vpn_share"),
         F.avg((F.col("asn_type") == "mobile").cast("double")).alias("mobile_share"),
     )
+    # one join of the (large) membership table with the entity statistics, one aggregation:
+    # the largest entity of each type the account shares, and how many hubs it touches (null
+    # when none, as an account without any membership row)
     sharing = (
         entities.join(
             stats.select("entity_type", "entity_id", "degree", "is_hub"),
             ["entity_type", "entity_id"],
         )
         .groupBy("account_id")
-        .pivot("entity_type", list(ENTITY_TYPES))
-        .agg(F.max("degree"))
-    )
-    hubs = (
-        entities.join(
-            stats.where("is_hub").select("entity_type", "entity_id"), ["entity_type", "entity_id"]
+        .agg(
+            *[
+                F.max(F.when(F.col("entity_type") == t, F.col("degree"))).alias(f"max_share_{t}")
+                for t in ENTITY_TYPES
+            ],
+            F.sum(F.when(F.col("is_hub"), 1)).alias("hub_entities"),
         )
-        .groupBy("account_id")
-        .agg(F.count("*").alias("hub_entities"))
     )
-    for entity_type in ENTITY_TYPES:
-        sharing = sharing.withColumnRenamed(entity_type, f"max_share_{entity_type}")
     base = signups.select("account_id", "signup_ts")
     joined = (
         base.join(usage, "account_id", "left")
         .join(pay, "account_id", "left")
         .join(net, "account_id", "left")
         .join(sharing, "account_id", "left")
-        .join(hubs, "account_id", "left")
     )
     return joined.select(
         "account_id",

@@ -265,3 +265,18 @@ def test_known_bad_members_never_include_the_account_itself_or_future_labels(spa
     assertDataFrameEqual(rows, expected)
     with pytest.raises(ValueError, match="labels is missing column 'labelled_at'"):
         known_bad_members(communities, labels.drop("labelled_at"), END)
+
+
+def test_hub_entities_count_the_hubs_an_account_touches(small_world):
+    signups, payments, ip_events, usage, entities, _, _, _ = small_world
+    stats = entity_stats(entities, GraphSettings(entity_degree_cap=2), 4)  # degree 3 is a hub
+    hubs = {(r["entity_type"], r["entity_id"]) for r in stats.where("is_hub").collect()}
+    expected: dict[str, int] = {}
+    for r in entities.collect():
+        if (r["entity_type"], r["entity_id"]) in hubs:
+            expected[r["account_id"]] = expected.get(r["account_id"], 0) + 1
+    assert expected.get("a1", 0) >= 2  # the shared card and device at least
+    rows = account_features(signups, payments, ip_events, usage, entities, stats, END).collect()
+    got = {r["account_id"]: r["hub_entities"] for r in rows}
+    assert got == {a: expected.get(a) for a in got}  # None where an account touches no hub
+    assert got["b1"] is None
