@@ -87,8 +87,9 @@ def refinement_edges(
 
     Returns:
         ``src`` (account), ``dst`` (``type:hash`` entity node), ``weight`` (IDF-like, soft keys
-        scaled), ``dst_is_entity`` (true), ``kind`` (:data:`jobs.graph.EVIDENCE_KIND`) and
-        ``strong`` (type in ``strong_types``) over every non-hub entity shared by 2+ accounts.
+        scaled), ``dst_is_entity`` (true), ``kind`` (:data:`jobs.graph.EVIDENCE_KIND`),
+        ``strong`` (type in ``strong_types``) and ``degree`` (the entity's accounts) over every
+        non-hub entity shared by 2+ accounts.
     """
     require_columns(stats, "entity_stats", ("entity_type", "entity_id", "degree", "weight"))
     scale = F.when(F.col("entity_type").isin(*LINK_ENTITY_TYPES), 1.0).otherwise(soft_key_weight)
@@ -96,6 +97,7 @@ def refinement_edges(
         "entity_type",
         "entity_id",
         (F.greatest(F.col("weight"), F.lit(1e-3)) * scale).alias("weight"),
+        "degree",
     )
     kind = F.lit("other")
     for entity_type, evidence in EVIDENCE_KIND.items():
@@ -107,6 +109,7 @@ def refinement_edges(
         F.lit(True).alias("dst_is_entity"),
         kind.alias("kind"),
         F.col("entity_type").isin(*strong_types).alias("strong"),
+        "degree",
     )
 
 

@@ -59,8 +59,10 @@ def leiden_partition(
     are evidence of one operator, not of a shared network or a popular habit:
 
     - an entity ties an account to its community when another member shares it *and* at least
-      ``min_concentration`` of the entity's accounts in this component are members (a prompt
-      template used by 600 accounts, 20 of them in the farm, ties nobody);
+      ``min_concentration`` of the entity's accounts are members (a prompt template used by 600
+      accounts, 20 of them in the farm, ties nobody). The entity's accounts are all of them
+      (``degree``, most of which may sit in other components) when the edges carry it, else
+      those in this component;
     - each evidence family (network, payment, device, identity, behaviour) with such a tie
       counts once, or twice when the tie is a strong identifier (``strong`` edge: a payment
       instrument, device or email, which strangers rarely share); account-account edges count
@@ -72,14 +74,15 @@ def leiden_partition(
 
     Args:
         edges: ``src, dst, weight, dst_is_entity`` and optionally ``kind`` (the evidence family
-            of the edge) and ``strong`` (a strong identifier) of one component.
+            of the edge), ``strong`` (a strong identifier) and ``degree`` (the entity's number of
+            accounts overall) of one component.
         resolution: modularity resolution (higher gives smaller communities).
         seed: seed for igraph's random number generator (results are deterministic).
         min_evidence_kinds: evidence count an account needs to stay (1 turns the rule off).
         iterations: Leiden iterations (igraph's default is 2; negative runs until the partition
             is stable, which on a large loose component can take many minutes).
-        min_concentration: share of an entity's accounts (in the component) that must be in
-            the community for the entity to tie anyone to it.
+        min_concentration: share of an entity's accounts that must be in the community for
+            the entity to tie anyone to it.
 
     Returns:
         ``account_id, community_id`` for every account node (entity nodes are dropped), where
@@ -148,7 +151,11 @@ def _weak_members(
     )
     entity_ties = ties[is_entity]
     shared = entity_ties.groupby(["dst", "community"])["src"].transform("size")
+    # an entity's accounts: all of them (``degree``) when known, else those in this component
     users = entity_ties.groupby("dst")["src"].transform("size")
+    if "degree" in edges.columns:
+        degree = pd.to_numeric(edges["degree"], errors="coerce").to_numpy(dtype=float)[is_entity]
+        users = pd.Series(degree, index=entity_ties.index).fillna(users)
     entity_ties = entity_ties[(shared >= 2) & (shared >= min_concentration * users)]
     account_ties = ties[~is_entity]
     account_ties = account_ties[
@@ -183,7 +190,8 @@ def refine_communities(
         components: ``account_id, component_id`` for every account.
         edges: refinement graph ``src, dst, weight`` and optionally ``dst_is_entity``
             (``src`` an account; missing ``dst_is_entity`` means account-account edges) and
-            ``kind`` (evidence family) and ``strong`` (strong identifier), for the core rule.
+            ``kind`` (evidence family), ``strong`` (strong identifier) and ``degree`` (the
+            entity's accounts overall), for the core rule.
         min_size: components below this size are one community each.
         resolution: Leiden modularity resolution.
         seed: Leiden seed.
@@ -204,6 +212,8 @@ def refine_communities(
         edges = edges.withColumn("kind", F.lit("link"))
     if "strong" not in edges.columns:
         edges = edges.withColumn("strong", F.lit(False))
+    if "degree" not in edges.columns:  # unknown: the core rule counts accounts in the component
+        edges = edges.withColumn("degree", F.lit(None).cast("long"))
     sizes = components.groupBy("component_id").agg(F.count("*").alias("component_size"))
     large = sizes.where(F.col("component_size") >= min_size).select("component_id")
     member = components.join(large, "component_id").select(
@@ -216,6 +226,7 @@ def refine_communities(
         F.col("dst_is_entity").cast("boolean").alias("dst_is_entity"),
         F.col("kind").cast("string").alias("kind"),
         F.col("strong").cast("boolean").alias("strong"),
+        F.col("degree").cast("long").alias("degree"),
     ).join(member, "src")
     # an account-account edge must stay inside its component (it always does for real links)
     same_component = components.select(

@@ -149,7 +149,7 @@ def reason_text(feature: str, value: float) -> str:
 def explain(
     booster: lgb.Booster, x: np.ndarray, top_n: int, min_score: float = 0.0, threads: int = 0
 ) -> tuple[np.ndarray, list[list[str]]]:
-    """Scores, and the ``top_n`` positive-contribution reasons of rows scoring ``min_score``+.
+    """Scores, and the ``top_n`` distinct positive-contribution reasons of rows ``min_score``+.
 
     ``x`` holds the booster's features in its order. ``pred_contrib`` costs about twenty plain
     predictions, so rows below ``min_score`` (accounts that get no action) are scored but not
@@ -162,10 +162,28 @@ def explain(
     if len(explained):
         contrib = booster.predict(x[explained], pred_contrib=True, num_threads=threads)
         contrib = contrib[:, : len(names)]
-        order = np.argsort(-contrib, axis=1)[:, :top_n]
+        order = np.argsort(-contrib, axis=1)
         for i, row in enumerate(explained):
-            reasons[row] = [reason_text(names[c], x[row, c]) for c in order[i] if contrib[i, c] > 0]
+            reasons[row] = _top_reasons(names, x[row], contrib[i], order[i], top_n)
     return scores, reasons
+
+
+def _top_reasons(
+    names: list[str], values: np.ndarray, contrib: np.ndarray, order: np.ndarray, top_n: int
+) -> list[str]:
+    """The first ``top_n`` distinct sentences of the positive contributions, largest first.
+
+    Two features can read the same (``community_size`` and ``community_log_size``); a reason
+    list that says one thing twice tells the analyst less.
+    """
+    picked: list[str] = []
+    for c in order:
+        if contrib[c] <= 0 or len(picked) == top_n:
+            break
+        text = reason_text(names[c], values[c])
+        if text not in picked:
+            picked.append(text)
+    return picked
 
 
 def score_accounts(

@@ -208,3 +208,36 @@ def test_core_rule_ignores_diluted_entities_and_counts_strong_identifiers_twice(
     assert concentrated["u1"] == "u1"  # only 2 of the prompt's 22 accounts are in the farm
     assert {concentrated[a] for a in [*farm, "f8"]} == {"f0"}  # the strong card keeps f8
     assert all(concentrated[a] != "f0" for a in crowd)
+
+
+def test_core_rule_measures_concentration_against_all_of_an_entitys_accounts():
+    farm = [f"f{i}" for i in range(8)]
+    rows = [(a, "instrument:card", "payment", True) for a in farm]
+    rows += [(a, "device:dev", "device", True) for a in farm]
+    rows += [(a, f"ip:proxy{i % 2}", "network", False) for i, a in enumerate(farm)]
+    rows += [("u1", "ip:proxy0", "network", False), ("u1", "ip:proxy1", "network", False)]
+    rows += [(a, "ip24_asn_day:net", "network", False) for a in ["u1", *farm[:3]]]
+    rows += [
+        ("u1", "bin_postcode:bp", "payment", False),
+        ("f1", "bin_postcode:bp", "payment", False),
+    ]
+    # a prompt style u1 shares with one farm account; 400 accounts use it, elsewhere in the graph
+    rows += [
+        ("u1", "prompt:popular", "behaviour", False),
+        ("f2", "prompt:popular", "behaviour", False),
+    ]
+    edges = pd.DataFrame(rows, columns=["src", "dst", "kind", "strong"]).assign(
+        weight=1.0, dst_is_entity=True
+    )
+    in_component = leiden_partition(edges, 0.5, 1, 3, 2, 0.5).set_index("account_id")
+    assert in_component.loc["u1", "community_id"] == "f0"  # 2 of the 2 accounts seen here
+    degree = (
+        edges["dst"]
+        .map({"prompt:popular": 400})
+        .fillna(edges.groupby("dst")["src"].transform("size"))
+    )
+    overall = leiden_partition(edges.assign(degree=degree), 0.5, 1, 3, 2, 0.5).set_index(
+        "account_id"
+    )
+    assert overall.loc["u1", "community_id"] == "u1"  # 2 of 400 accounts: no tie
+    assert set(overall.loc[farm, "community_id"]) == {"f0"}

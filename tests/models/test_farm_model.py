@@ -231,3 +231,16 @@ def test_every_feature_has_a_readable_reason():
     )
     assert reason_text("nbr2_count", 212) == "has 212 accounts within two links"
     assert reason_text("nbr2_std_no_such_feature", 1.0) == "nbr2_std_no_such_feature = 1"
+
+
+def test_reasons_never_say_the_same_thing_twice():
+    from jobs.score import _top_reasons
+
+    names = ["community_size", "community_log_size", "max_share_device", "decline_rate"]
+    values = np.array([7251.0, np.log1p(7251.0), np.log1p(3.0), 0.5])
+    contrib = np.array([3.0, 2.0, 1.0, -1.0])
+    reasons = _top_reasons(names, values, contrib, np.argsort(-contrib), 3)
+    assert reasons == [
+        "belongs to a linked group of 7251 accounts",
+        "shares a device fingerprint with 2 other accounts",
+    ]  # the log-size duplicate is skipped, the negative contribution is no reason
