@@ -5,7 +5,9 @@ scores a ``distillation-campaign`` world generated with another seed (operators 
 alpha..delta: all unseen), through the real training and nightly flows. Reports, against the
 test world's ground truth: AUROC and AUPRC (farm vs legitimate), recall of campaign accounts
 at the highest-recall threshold where precision over all flagged accounts is at least 99% and
-99.5%, and the same at the configured ban threshold. Writes JSON and the PR curve (PNG).
+99.5%, the same at the configured ban threshold, and what the published ban list does (its
+``ban`` rows, and farm and legitimate accounts sent to ``review``). Writes JSON and the PR curve
+(PNG).
 
     .venv/bin/python benchmarks/bench_unseen_operator.py --accounts 200000
 """
@@ -102,7 +104,12 @@ def main() -> None:
     y_campaign = joined["is_campaign"].to_numpy(dtype=int)
     score = joined["score"].to_numpy(dtype=float)
     ban_threshold = settings_for(None).bans.ban_threshold
-    banned = score >= ban_threshold
+    over = score >= ban_threshold
+    # what the published list does (bands, farm membership, own evidence, allowlist)
+    listed = pd.read_parquet(run_dir / "banlist.parquet", columns=["account_id", "action"])
+    action = joined[["account_id"]].merge(listed, on="account_id", how="left")["action"]
+    banned = (action == "ban").to_numpy()
+    review = (action == "review").to_numpy()
     result: dict[str, Any] = {
         "benchmark": "unseen_operator",
         "accounts": args.accounts,
@@ -116,12 +123,20 @@ def main() -> None:
         "at_precision_0.995": recall_at_precision(y_farm, y_campaign, score, 0.995),
         "at_ban_threshold": {
             "threshold": ban_threshold,
+            "precision": float(y_farm[over].mean()) if over.any() else 0.0,
+            "campaign_recall": float(y_campaign[over].sum() / max(y_campaign.sum(), 1)),
+            "farm_recall": float(y_farm[over].sum() / max(y_farm.sum(), 1)),
+            "legit_over_threshold": int((over & (y_farm == 0)).sum()),
+        },
+        "ban_list": {
             "precision": float(y_farm[banned].mean()) if banned.any() else 0.0,
             "campaign_recall": float(y_campaign[banned].sum() / max(y_campaign.sum(), 1)),
             "farm_recall": float(y_farm[banned].sum() / max(y_farm.sum(), 1)),
             "false_bans": int((banned & (y_farm == 0)).sum()),
+            "farm_in_review": int((review & (y_farm == 1)).sum()),
+            "legit_in_review": int((review & (y_farm == 0)).sum()),
         },
-        "per_operator_recall_at_ban_threshold": {
+        "per_operator_recall_in_ban_list": {
             op: float(banned[(joined["operator"] == op).to_numpy()].mean())
             for op in sorted(joined.loc[joined["is_farm"], "operator"].dropna().unique())
         },

@@ -154,6 +154,10 @@ class BanSettings(_Section):
     ban_threshold: float = 0.9
     review_threshold: float = 0.6
     watch_threshold: float = 0.3
+    ban_needs_own_evidence: bool = Field(
+        default=True,
+        description="Send to review, not ban, an account whose reasons are all about its group.",
+    )
     allowlist: Path | None = Field(
         default=None,
         description="CSV or Parquet of (kind, value, note): kind 'account' or 'email_domain'.",

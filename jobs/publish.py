@@ -76,14 +76,23 @@ def assign_actions(scores: DataFrame, bans: BanSettings) -> DataFrame:
     """Turn scores into actions: ``ban`` (farm members above the ban band), ``review``, ``watch``.
 
     Accounts outside any farm candidate are never banned automatically: above the ban band they
-    go to human review. Rows below the watch band are dropped.
+    go to human review. With ``bans.ban_needs_own_evidence``, neither is an account whose
+    reasons are all about its group ("belongs to a linked group of 7,000 accounts") and none
+    about itself (``own_evidence`` false): a household caught in a farm's community goes to a
+    person, not to the ban list. Rows below the watch band are dropped.
     """
-    require_columns(scores, "scores", ("account_id", "farm_id", "score"))
+    needed = ("account_id", "farm_id", "score")
+    require_columns(
+        scores, "scores", (*needed, "own_evidence") if bans.ban_needs_own_evidence else needed
+    )
     if not bans.watch_threshold <= bans.review_threshold <= bans.ban_threshold:
         raise ValueError("score bands must satisfy watch <= review <= ban")
     score = F.col("score")
+    bannable = F.col("farm_id").isNotNull()
+    if bans.ban_needs_own_evidence:
+        bannable = bannable & F.col("own_evidence")
     action = (
-        F.when((score >= bans.ban_threshold) & F.col("farm_id").isNotNull(), "ban")
+        F.when((score >= bans.ban_threshold) & bannable, "ban")
         .when(score >= bans.review_threshold, "review")
         .when(score >= bans.watch_threshold, "watch")
     )

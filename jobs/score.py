@@ -1,9 +1,11 @@
 """Scoring inside Spark, with readable reasons.
 
 In: the ``features`` table of a run and a LightGBM booster (the registry's champion). Out:
-``account_id, farm_id, component_id, score, reasons, model_version`` for every account, where
-``reasons`` are the top positive contributions (LightGBM ``pred_contrib``) turned into sentences
-a trust analyst can check ("shares a payment instrument with 11 accounts"). Scoring runs in
+``account_id, farm_id, component_id, score, reasons, own_evidence, model_version`` for every
+account, where ``reasons`` are the top positive contributions (LightGBM ``pred_contrib``) turned
+into sentences a trust analyst can check ("shares a payment instrument with 11 accounts") and
+``own_evidence`` says whether one of them is about the account itself, not only its group (a
+ban needs it, see :func:`jobs.publish.assign_actions`). Scoring runs in
 ``mapInArrow`` (Arrow batches); the model travels to the executors once per task as a string.
 Called by the nightly flow's score task and the tests.
 """
@@ -27,6 +29,7 @@ SCORE_SCHEMA = T.StructType(
         T.StructField("component_id", T.StringType(), True),
         T.StructField("score", T.DoubleType(), False),
         T.StructField("reasons", T.ArrayType(T.StringType()), False),
+        T.StructField("own_evidence", T.BooleanType(), False),
         T.StructField("model_version", T.StringType(), False),
     ]
 )
@@ -38,8 +41,12 @@ _BATCH_ARROW_SCHEMA = pa.schema(
         pa.field("component_id", pa.string()),
         pa.field("score", pa.float64()),
         pa.field("reasons", pa.list_(pa.string())),
+        pa.field("own_evidence", pa.bool_()),
     ]
 )
+# Features that describe the account's group rather than the account: a reason from them says
+# "its group looks like a farm", not "this account does what a farm account does".
+GROUP_FEATURE_PREFIXES = ("community_", "component_")
 
 
 def _shared(what: str) -> Callable[[float], str]:
@@ -148,42 +155,48 @@ def reason_text(feature: str, value: float) -> str:
 
 def explain(
     booster: lgb.Booster, x: np.ndarray, top_n: int, min_score: float = 0.0, threads: int = 0
-) -> tuple[np.ndarray, list[list[str]]]:
+) -> tuple[np.ndarray, list[list[str]], np.ndarray]:
     """Scores, and the ``top_n`` distinct positive-contribution reasons of rows ``min_score``+.
 
     ``x`` holds the booster's features in its order. ``pred_contrib`` costs about twenty plain
     predictions, so rows below ``min_score`` (accounts that get no action) are scored but not
-    explained: their reasons are empty. ``threads`` 0 lets LightGBM use every core.
+    explained: their reasons are empty. ``threads`` 0 lets LightGBM use every core. The third
+    result flags rows whose reasons include the account's own evidence (see
+    :func:`_top_reasons`); unexplained rows are false.
     """
     names = list(booster.feature_name())
     scores = booster.predict(x, num_threads=threads)
     reasons: list[list[str]] = [[] for _ in range(len(x))]
+    own = np.zeros(len(x), dtype=bool)
     explained = np.flatnonzero(scores >= min_score)
     if len(explained):
         contrib = booster.predict(x[explained], pred_contrib=True, num_threads=threads)
         contrib = contrib[:, : len(names)]
         order = np.argsort(-contrib, axis=1)
         for i, row in enumerate(explained):
-            reasons[row] = _top_reasons(names, x[row], contrib[i], order[i], top_n)
-    return scores, reasons
+            reasons[row], own[row] = _top_reasons(names, x[row], contrib[i], order[i], top_n)
+    return scores, reasons, own
 
 
 def _top_reasons(
     names: list[str], values: np.ndarray, contrib: np.ndarray, order: np.ndarray, top_n: int
-) -> list[str]:
+) -> tuple[list[str], bool]:
     """The first ``top_n`` distinct sentences of the positive contributions, largest first.
 
     Two features can read the same (``community_size`` and ``community_log_size``); a reason
-    list that says one thing twice tells the analyst less.
+    list that says one thing twice tells the analyst less. Also says whether any of them is
+    the account's own evidence (not a :data:`GROUP_FEATURE_PREFIXES` feature).
     """
     picked: list[str] = []
+    own = False
     for c in order:
         if contrib[c] <= 0 or len(picked) == top_n:
             break
         text = reason_text(names[c], values[c])
         if text not in picked:
             picked.append(text)
-    return picked
+            own = own or not names[c].startswith(GROUP_FEATURE_PREFIXES)
+    return picked, own
 
 
 def score_accounts(
@@ -216,7 +229,7 @@ def score_accounts(
         for batch in batches:
             # nulls in the features become NaN, which LightGBM treats as missing
             x = batch.column("_x").flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
-            scores, reasons = explain(model, x, top_n, explain_min_score, threads=1)
+            scores, reasons, own = explain(model, x, top_n, explain_min_score, threads=1)
             yield pa.RecordBatch.from_arrays(
                 [
                     batch.column("account_id"),
@@ -224,6 +237,7 @@ def score_accounts(
                     batch.column("component_id"),
                     pa.array(scores, pa.float64()),
                     pa.array(reasons, pa.list_(pa.string())),
+                    pa.array(own, pa.bool_()),
                 ],
                 schema=_BATCH_ARROW_SCHEMA,
             )

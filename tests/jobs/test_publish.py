@@ -42,13 +42,14 @@ def banlist(scores: list[float]) -> pd.DataFrame:
 def test_score_bands_to_actions(spark):
     scores = spark.createDataFrame(
         [
-            ("a", "farm_1", 0.95),
-            ("b", None, 0.95),
-            ("c", "farm_1", 0.7),
-            ("d", None, 0.4),
-            ("e", "farm_1", 0.1),
+            ("a", "farm_1", 0.95, True),
+            ("b", None, 0.95, True),
+            ("c", "farm_1", 0.7, True),
+            ("d", None, 0.4, False),
+            ("e", "farm_1", 0.1, False),
+            ("f", "farm_1", 0.95, False),  # only group reasons: a person decides
         ],
-        "account_id string, farm_id string, score double",
+        "account_id string, farm_id string, score double, own_evidence boolean",
     )
     got = assign_actions(scores, BanSettings()).orderBy("account_id")
     assert [(r["account_id"], r["action"]) for r in got.collect()] == [
@@ -56,7 +57,12 @@ def test_score_bands_to_actions(spark):
         ("b", "review"),
         ("c", "review"),
         ("d", "watch"),
+        ("f", "review"),
     ]
+    lenient = assign_actions(scores, BanSettings(ban_needs_own_evidence=False))
+    assert {r["account_id"] for r in lenient.where("action = 'ban'").collect()} == {"a", "f"}
+    with pytest.raises(ValueError, match="own_evidence"):
+        assign_actions(scores.drop("own_evidence"), BanSettings())
     with pytest.raises(ValueError, match="watch <= review <= ban"):
         assign_actions(scores, BanSettings(ban_threshold=0.5, review_threshold=0.6))
     with pytest.raises(ValueError, match="farm_id"):

@@ -209,6 +209,7 @@ def test_scoring_in_spark_matches_the_booster(spark):
     assert set(scored["model_version"]) == {"7"}
     top = scored.sort_values("score").iloc[-1]
     assert any(r.startswith("shares a payment instrument with") for r in top["reasons"])
+    assert top["own_evidence"]  # the shared instrument is about the account itself
     with pytest.raises(ValueError, match="max_share_device"):
         score_accounts(f.drop("max_share_device"), booster, "7")
     # accounts below the explanation floor are scored the same but carry no reasons
@@ -218,6 +219,7 @@ def test_scoring_in_spark_matches_the_booster(spark):
     np.testing.assert_allclose(partial["score"].to_numpy(), expected, rtol=1e-9)
     low = partial["score"] < floor
     assert low.any() and all(len(r) == 0 for r in partial.loc[low, "reasons"])
+    assert not partial.loc[low, "own_evidence"].any()  # unexplained rows cite nothing
     assert list(partial.loc[~low, "reasons"].map(list)) == list(
         scored.loc[~low.to_numpy(), "reasons"].map(list)
     )
@@ -239,8 +241,12 @@ def test_reasons_never_say_the_same_thing_twice():
     names = ["community_size", "community_log_size", "max_share_device", "decline_rate"]
     values = np.array([7251.0, np.log1p(7251.0), np.log1p(3.0), 0.5])
     contrib = np.array([3.0, 2.0, 1.0, -1.0])
-    reasons = _top_reasons(names, values, contrib, np.argsort(-contrib), 3)
+    reasons, own = _top_reasons(names, values, contrib, np.argsort(-contrib), 3)
     assert reasons == [
         "belongs to a linked group of 7251 accounts",
         "shares a device fingerprint with 2 other accounts",
     ]  # the log-size duplicate is skipped, the negative contribution is no reason
+    assert own  # the shared device is the account's own evidence
+    group_only = np.array([3.0, 2.0, -1.0, -1.0])
+    reasons, own = _top_reasons(names, values, group_only, np.argsort(-group_only), 3)
+    assert reasons == ["belongs to a linked group of 7251 accounts"] and not own
