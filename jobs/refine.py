@@ -115,10 +115,9 @@ def leiden_partition(
     if min_evidence_kinds > 1:
         # peel: detaching members lowers the concentration of the entities they shared, which
         # can leave others without evidence; repeat until nobody else falls (it only shrinks)
+        ties = _evidence_ties(edges, codes, is_entity)  # fixed; only the labels change
         for _ in range(_MAX_PEELS):
-            weak = _weak_members(
-                edges, codes, label, is_entity, min_evidence_kinds, min_concentration
-            )
+            weak = _weak_members(ties, label, min_evidence_kinds, min_concentration)
             detached = weak & is_account & (label >= 0)
             if not detached.any():
                 break
@@ -128,39 +127,45 @@ def leiden_partition(
     return pd.DataFrame({"account_id": accounts["account_id"], "community_id": smallest})
 
 
-def _weak_members(
-    edges: pd.DataFrame,
-    codes: np.ndarray,
-    membership: np.ndarray,
-    is_entity: np.ndarray,
-    min_evidence_kinds: int,
-    min_concentration: float,
-) -> np.ndarray:
-    """Node mask of accounts whose evidence of membership is below the core rule's bar."""
+def _evidence_ties(edges: pd.DataFrame, codes: np.ndarray, is_entity: np.ndarray) -> pd.DataFrame:
+    """Every edge as a tie of the core rule, built once per component (peeling reuses it).
+
+    Columns: ``src, dst`` node codes, evidence ``kind``, ``points`` (2 for a strong identifier,
+    else 1), ``is_entity`` and, for entity ties, ``users``: the entity's accounts, all of them
+    (``degree``) when known, else those in this component.
+    """
     n_edges = len(edges)
+    strong = edges["strong"].to_numpy(dtype=bool) if "strong" in edges.columns else False
     ties = pd.DataFrame(
         {
             "src": codes[:n_edges],
             "dst": codes[n_edges:],
             "kind": edges["kind"].to_numpy() if "kind" in edges.columns else "link",
-            "points": np.where(edges["strong"].to_numpy(dtype=bool), 2, 1)
-            if "strong" in edges.columns
-            else 1,
-            "community": membership[codes[:n_edges]],
+            # account-account edges count once per kind
+            "points": np.where(strong & is_entity, 2, 1),
+            "is_entity": is_entity,
         }
     )
-    entity_ties = ties[is_entity]
-    shared = entity_ties.groupby(["dst", "community"])["src"].transform("size")
-    # an entity's accounts: all of them (``degree``) when known, else those in this component
-    users = entity_ties.groupby("dst")["src"].transform("size")
+    users = ties.groupby("dst")["src"].transform("size").where(ties["is_entity"])
     if "degree" in edges.columns:
-        degree = pd.to_numeric(edges["degree"], errors="coerce").to_numpy(dtype=float)[is_entity]
-        users = pd.Series(degree, index=entity_ties.index).fillna(users)
-    entity_ties = entity_ties[(shared >= 2) & (shared >= min_concentration * users)]
-    account_ties = ties[~is_entity]
-    account_ties = account_ties[
-        account_ties["community"] == membership[account_ties["dst"].to_numpy()]
-    ].assign(points=1)
+        degree = pd.to_numeric(edges["degree"], errors="coerce").to_numpy(dtype=float)
+        users = pd.Series(degree, index=ties.index).where(ties["is_entity"]).fillna(users)
+    return ties.assign(users=users)
+
+
+def _weak_members(
+    ties: pd.DataFrame, label: np.ndarray, min_evidence_kinds: int, min_concentration: float
+) -> np.ndarray:
+    """Node mask of accounts whose evidence of membership is below the core rule's bar.
+
+    ``ties`` come from :func:`_evidence_ties`; ``label`` gives each node's current community.
+    """
+    ties = ties.assign(community=label[ties["src"].to_numpy()])
+    entity_ties = ties[ties["is_entity"]]
+    shared = entity_ties.groupby(["dst", "community"])["src"].transform("size")
+    entity_ties = entity_ties[(shared >= 2) & (shared >= min_concentration * entity_ties["users"])]
+    account_ties = ties[~ties["is_entity"]]
+    account_ties = account_ties[account_ties["community"] == label[account_ties["dst"].to_numpy()]]
     evidence = pd.concat(
         [
             entity_ties[["src", "kind", "points"]],
@@ -169,7 +174,7 @@ def _weak_members(
         ]
     )
     score = evidence.groupby(["src", "kind"])["points"].max().groupby(level="src").sum()
-    weak = np.ones(len(membership), dtype=bool)
+    weak = np.ones(len(label), dtype=bool)
     weak[score[score >= min_evidence_kinds].index.to_numpy()] = False
     return weak
 
