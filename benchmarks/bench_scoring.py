@@ -13,6 +13,10 @@ cost does not depend on which accounts they are), and measures, ``--repeats`` ti
 - ``spark_score``: the same with reasons for rows at or above the watch threshold (what the
   nightly job does), written to Parquet.
 
+Probes, to show where the Spark time goes: the same ``mapInArrow`` moving the features to
+Python and returning only the ids (one column per feature, and packed into one array column),
+and Spark reading and summing every feature column.
+
 Reports rows/s and the ratios of Spark rows/s over ``native_predict`` (both Spark variants) and
 of ``spark_score`` over ``native_explain_listed``. The native figures start from a matrix
 already in memory; the Spark figures include reading the features from Parquet. Writes JSON
@@ -46,6 +50,7 @@ def main() -> None:
     import mlflow
     import numpy as np
     from pyspark.sql import functions as F
+    from pyspark.sql import types as T
 
     from flows.runtime import settings_for, spark_for
     from jobs.score import explain, score_accounts
@@ -81,6 +86,27 @@ def main() -> None:
 
     spark_scores_only = timed(spark_score(math.inf), args.repeats)
     spark_scored = timed(spark_score(watch), args.repeats)
+
+    # where the Spark time goes: moving the features to Python with no model at all
+    names = list(booster.feature_name())
+    ids_only = T.StructType([T.StructField("account_id", T.StringType())])
+
+    def transfer(packed: bool) -> Any:
+        columns = (
+            [F.array(*[F.col(c).cast("double") for c in names]).alias("_x")] if packed else names
+        )
+
+        def run() -> None:
+            moved = table.select("account_id", *columns).mapInArrow(
+                lambda batches: (b.select(["account_id"]) for b in batches), ids_only
+            )
+            moved.write.mode("overwrite").parquet(str(home / "moved"))
+
+        return run
+
+    transfer_columns = timed(transfer(packed=False), args.repeats)
+    transfer_packed = timed(transfer(packed=True), args.repeats)
+    read_and_sum = timed(lambda: table.select(*[F.sum(c) for c in names]).collect(), args.repeats)
     result = {
         "benchmark": "scoring",
         "rows": rows,
@@ -98,6 +124,15 @@ def main() -> None:
             "runs": spark_scores_only[1],
         },
         "spark_score": {"median_seconds": spark_scored[0], "runs": spark_scored[1]},
+        "probe_transfer_only_columns": {
+            "median_seconds": transfer_columns[0],
+            "runs": transfer_columns[1],
+        },
+        "probe_transfer_only_packed": {
+            "median_seconds": transfer_packed[0],
+            "runs": transfer_packed[1],
+        },
+        "probe_spark_read_and_sum": {"median_seconds": read_and_sum[0], "runs": read_and_sum[1]},
         "rows_per_second": {
             "native_predict": round(rows / native_predict[0]),
             "native_explain": round(rows / native_explain[0]),
