@@ -194,6 +194,10 @@ def find_communities(
             graph.leiden_iterations,
             graph.min_entity_concentration,
         )
+        # once: the describe steps below read the refinement several times, and every read
+        # would run Leiden again (on the 10M world, two copies of the 2.3M-account component's
+        # Leiden ran side by side and exhausted the machine's memory)
+        refined = _persist(spark, refined, out / "refined")
     else:
         refined = components
     communities = _persist(

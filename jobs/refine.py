@@ -25,6 +25,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.window import Window
 
 from jobs.graph import require_columns
 
@@ -36,11 +37,12 @@ OUTPUT_SCHEMA = T.StructType(
     ]
 )
 _MAX_PEELS = 20  # rounds of the core rule; each round only removes members
+# what one component's Leiden returns: account node (hashed id) and its community label
 _GROUP_SCHEMA = T.StructType(
     [
         T.StructField("component_id", T.StringType(), False),
-        T.StructField("account_id", T.StringType(), False),
-        T.StructField("community_id", T.StringType(), False),
+        T.StructField("node", T.LongType(), False),
+        T.StructField("label", T.LongType(), False),
     ]
 )
 
@@ -89,13 +91,18 @@ def leiden_partition(
         ``community_id`` is the smallest account id of its community.
     """
     is_entity = edges["dst_is_entity"].to_numpy(dtype=bool)
-    dst = edges["dst"].astype(str).where(~is_entity, "~" + edges["dst"].astype(str))
+    if pd.api.types.is_integer_dtype(edges["src"]) and pd.api.types.is_integer_dtype(edges["dst"]):
+        # integer node ids (what refine_communities sends): the caller keeps entity and account
+        # ids apart; no per-row Python strings, which a 2M-account component cannot afford
+        nodes = np.concatenate([edges["src"].to_numpy(), edges["dst"].to_numpy()])
+    else:
+        dst = edges["dst"].astype(str).where(~is_entity, "~" + edges["dst"].astype(str))
+        nodes = pd.concat([edges["src"].astype(str), dst], ignore_index=True)
     # hash-based factorize, then sort only the distinct names: node order (and so the seeded
     # Leiden result) does not depend on the order rows arrive in
-    codes, names = pd.factorize(
-        pd.concat([edges["src"].astype(str), dst], ignore_index=True), sort=True
-    )
-    names = np.asarray(names, dtype=object)
+    codes, names = pd.factorize(nodes, sort=True)
+    del nodes
+    names = np.asarray(names)
     n_edges = len(edges)
     is_account = np.zeros(len(names), dtype=bool)
     is_account[codes[:n_edges]] = True
@@ -243,18 +250,57 @@ def refine_communities(
         .drop("dst_component")
     )
 
+    # Python receives numbers only: 64-bit hashes for the nodes (entities in their own hash
+    # namespace) and for the evidence kind. Strings cost ~10x the memory in pandas, and the
+    # 10M world's giant component (2.3M accounts) did not fit as strings. A collision inside a
+    # component (odds about n^2 / 2^65, under 1e-6 for 2.3M accounts) would only merge two nodes.
+    grouped = grouped.select(
+        "component_id",
+        F.xxhash64("src").alias("src"),
+        F.when(F.col("dst_is_entity"), F.xxhash64(F.lit("~"), "dst"))
+        .otherwise(F.xxhash64("dst"))
+        .alias("dst"),
+        "weight",
+        "dst_is_entity",
+        F.hash("kind").alias("kind"),
+        "strong",
+        "degree",
+    )
+
     def split(group: pd.DataFrame) -> pd.DataFrame:
+        component = group["component_id"].iloc[0]
         parts = leiden_partition(
-            group, resolution, seed, min_evidence_kinds, iterations, min_concentration
+            group.drop(columns="component_id"),
+            resolution,
+            seed,
+            min_evidence_kinds,
+            iterations,
+            min_concentration,
         )
-        parts.insert(0, "component_id", group["component_id"].iloc[0])
-        return parts
+        return pd.DataFrame(
+            {"component_id": component, "node": parts["account_id"], "label": parts["community_id"]}
+        )
 
     refined = grouped.groupBy("component_id").applyInPandas(split, schema=_GROUP_SCHEMA)
+    # back to account ids; a community's id is its smallest account id
+    labelled = (
+        member.select(
+            F.col("src").alias("account_id"),
+            "component_id",
+            F.xxhash64(F.col("src").cast("string")).alias("node"),  # as the edges' src
+        )
+        .join(refined, ["component_id", "node"])
+        .select(
+            "account_id",
+            F.min("account_id")
+            .over(Window.partitionBy("component_id", "label"))
+            .alias("community_id"),
+        )
+    )
     return (
         components.select("account_id", "component_id")
         .join(sizes, "component_id")
-        .join(refined.drop("component_id"), "account_id", "left")
+        .join(labelled, "account_id", "left")
         .select(
             "account_id",
             "component_id",

@@ -1,0 +1,219 @@
+"""Benchmark: how the graph and communities stages scale from a small world to a 10x larger one.
+
+For each world (by default 1,000,000 and 10,000,000 accounts, generated unless ``--lake`` gives
+them), a child process with its own Spark session runs ingest, then times the graph stage and the
+communities stage once each, while a sampler records the peak resident memory of the whole
+process tree (Python driver, Spark JVM, Python workers). The worlds run one after the other in
+one invocation, so the ratio compares figures from the same run.
+
+Reported per world: ingest, graph and communities seconds, peak RSS (GiB, whole run and per
+stage), graph size, community quality on ground truth. Across worlds:
+``time_ratio`` = (graph + communities)(large) / (graph + communities)(small), the issue's bar
+being <= 10 and peak memory within the machine's 24 GiB. Writes JSON (default
+``benchmarks/results/scale.json``).
+
+    .venv/bin/python benchmarks/bench_scale.py --lake /path/1M-lake --lake /path/10M-lake
+    .venv/bin/python benchmarks/bench_scale.py --accounts 20000 --accounts 200000   # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from benchkit import bench_home, write_result
+
+GIB = 1024**3
+
+
+def tree_rss_bytes(root: int) -> int:
+    """Resident memory of ``root`` and all its descendants, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            statm = Path(f"/proc/{entry}/statm").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        pid = int(entry)
+        children.setdefault(int(fields[1]), []).append(pid)
+        rss[pid] = int(statm.split()[1]) * page
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+class PeakMemory:
+    """Samples the process tree's RSS every ``interval`` seconds; keeps the overall peak and a
+    peak per named phase."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval = interval
+        self.peak = 0
+        self.phases: dict[str, int] = {}
+        self.phase: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            used = tree_rss_bytes(os.getpid())
+            self.peak = max(self.peak, used)
+            if self.phase:
+                self.phases[self.phase] = max(self.phases.get(self.phase, 0), used)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def one_world(args: argparse.Namespace) -> dict[str, Any]:
+    """Child process: ingest, graph and communities on one world; returns figures."""
+    home = bench_home("scale", args.lake[0] if args.lake else None)
+    result: dict[str, Any] = {}
+    with PeakMemory() as memory:
+        try:
+            _stages(result, memory, args, home)
+        except Exception as exc:  # a failed world is a result too (e.g. a worker killed for memory)
+            result["failed_in"] = memory.phase
+            result["error"] = " ".join(str(exc).split())[:600]
+    if "failed_in" not in result:
+        result["graph_plus_communities_seconds"] = round(
+            result["graph_seconds"] + result["communities_seconds"], 1
+        )
+    result["peak_rss_gib"] = round(memory.peak / GIB, 2)
+    result["peak_rss_gib_by_stage"] = {k: round(v / GIB, 2) for k, v in memory.phases.items()}
+    return result
+
+
+def _stages(
+    result: dict[str, Any], memory: PeakMemory, args: argparse.Namespace, home: Path
+) -> None:
+    """Ingest, graph, communities and the quality report, filling ``result`` as they finish."""
+    from datetime import date
+
+    from pyspark.sql import functions as F
+
+    from flows.runtime import settings_for, spark_for
+    from jobs import communities, ingest
+    from jobs.generate import generate
+    from jobs.report import community_quality
+    from jobs.world import build_spec
+
+    settings = settings_for(None)
+    spark = spark_for(settings)
+    lake = settings.lake.lake_path
+    if not args.lake:
+        memory.phase = "generate"
+        start = time.perf_counter()
+        generate(spark, build_spec("distillation-campaign", args.accounts[0], args.seed), lake)
+        result["generate_seconds"] = round(time.perf_counter() - start, 1)
+    world = json.loads((lake / "_world.json").read_text())
+    result["accounts"] = world["counts"]["signups"]
+    end_date = date.fromisoformat(world["end_date"])
+    run_dir = home / "runs" / end_date.isoformat()
+    memory.phase = "ingest"
+    start = time.perf_counter()
+    ingest.run(spark, settings, end_date, run_dir)
+    result["ingest_seconds"] = round(time.perf_counter() - start, 1)
+    tables = ingest.load_accepted(spark, run_dir)
+    memory.phase = "graph"
+    start = time.perf_counter()
+    result["graph"] = communities.build_graph(spark, settings, tables, run_dir)
+    result["graph_seconds"] = round(time.perf_counter() - start, 1)
+    memory.phase = "communities"
+    start = time.perf_counter()
+    accounts = tables["signups"].select("account_id")
+    result["communities"] = communities.find_communities(spark, settings, accounts, run_dir)
+    result["communities_seconds"] = round(time.perf_counter() - start, 1)
+    memory.phase = "report"
+    truth = spark.read.parquet(str(lake / "ground_truth"))
+    table = spark.read.parquet(str(run_dir / "graph" / "communities"))
+    result["quality"] = community_quality(table, truth, "community_id")
+    result["largest_component"] = (
+        table.groupBy("component_id").count().agg(F.max("count")).first()[0]
+    )
+    result["largest_community"] = (
+        table.groupBy("community_id").count().agg(F.max("count")).first()[0]
+    )
+    result["spark"] = {
+        "master": settings.spark.master,
+        "driver_memory": settings.spark.driver_memory,
+        "shuffle_partitions": settings.spark.shuffle_partitions,
+    }
+    spark.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lake", action="append", help="an existing world, smallest first")
+    parser.add_argument("--accounts", type=int, action="append", help="worlds to generate")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--memory-limit-gib", type=float, default=24.0)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", default="benchmarks/results/scale.json")
+    args = parser.parse_args()
+
+    if args.child:
+        print("RESULT " + json.dumps(one_world(args)), flush=True)
+        return
+    worlds = [["--lake", lake] for lake in args.lake or []] or [
+        ["--accounts", str(n)] for n in (args.accounts or [1_000_000, 10_000_000])
+    ]
+    runs = []
+    for world in worlds:
+        print(f"world {world[1]} ...", flush=True)
+        child = subprocess.run(
+            [sys.executable, __file__, "--child", "--seed", str(args.seed), *world],
+            stdout=subprocess.PIPE,
+            text=True,
+            check=True,
+        )
+        line = next(x for x in child.stdout.splitlines() if x.startswith("RESULT "))
+        runs.append(json.loads(line.removeprefix("RESULT ")))
+        print(json.dumps(runs[-1]), flush=True)
+    small, large = runs[0], runs[-1]
+    failed = [r for r in runs if "failed_in" in r]
+    result: dict[str, Any] = {
+        "benchmark": "scale",
+        "worlds": runs,
+        "account_ratio": round(large["accounts"] / small["accounts"], 2),
+        "time_ratio": None
+        if failed
+        else round(
+            large["graph_plus_communities_seconds"] / small["graph_plus_communities_seconds"], 2
+        ),
+        "peak_rss_gib": max(r["peak_rss_gib"] for r in runs),
+        "memory_limit_gib": args.memory_limit_gib,
+        "machine": {"nproc": os.cpu_count()},
+        "completed": not failed,
+    }
+    result["within_memory"] = not failed and result["peak_rss_gib"] <= args.memory_limit_gib
+    result["time_ratio_within_account_ratio"] = (
+        not failed and result["time_ratio"] <= result["account_ratio"]
+    )
+    write_result(result, args.out)
+
+
+if __name__ == "__main__":
+    main()
