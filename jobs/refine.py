@@ -268,15 +268,12 @@ def refine_communities(
     )
 
     def split(group: pd.DataFrame) -> pd.DataFrame:
-        component = group["component_id"].iloc[0]
+        # no drop of the key column: that would copy the group, and leiden_partition reads
+        # only the columns it names
         parts = leiden_partition(
-            group.drop(columns="component_id"),
-            resolution,
-            seed,
-            min_evidence_kinds,
-            iterations,
-            min_concentration,
+            group, resolution, seed, min_evidence_kinds, iterations, min_concentration
         )
+        component = group["component_id"].iloc[0]
         return pd.DataFrame(
             {"component_id": component, "node": parts["account_id"], "label": parts["community_id"]}
         )
