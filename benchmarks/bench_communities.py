@@ -54,6 +54,7 @@ def main() -> None:
     from jobs import communities, ingest
     from jobs.components import connected_components
     from jobs.generate import generate
+    from jobs.graph import EVIDENCE_KIND, LINK_ENTITY_TYPES
     from jobs.report import community_quality
     from jobs.world import build_spec
 
@@ -110,9 +111,12 @@ def main() -> None:
     def igraph_leiden() -> int:
         stats = pq.read_table(graph_dir / "entity_stats").to_pandas()
         usable = stats[(~stats["is_hub"]) & (stats["degree"] >= 2)]
-        soft = ~usable["entity_type"].isin(["instrument", "device", "ip", "email"])
-        weight = usable["weight"].clip(lower=1e-3) * np.where(
-            soft, settings.graph.soft_key_weight, 1.0
+        soft = ~usable["entity_type"].isin(LINK_ENTITY_TYPES)
+        family = usable["entity_type"].map(EVIDENCE_KIND).fillna("other")
+        weight = (
+            usable["weight"].clip(lower=1e-3)
+            * np.where(soft, settings.graph.soft_key_weight, 1.0)
+            * family.map(settings.graph.refine_kind_weights).fillna(1.0).to_numpy()
         )
         usable = usable.assign(weight=weight)
         members = pq.read_table(graph_dir / "account_entities").to_pandas()

@@ -14,7 +14,7 @@ community_density, binding_entities``. Called by the nightly and training flows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -76,6 +76,7 @@ def refinement_edges(
     stats: DataFrame,
     soft_key_weight: float,
     strong_types: Sequence[str] = (),
+    kind_weights: Mapping[str, float] | None = None,
 ) -> DataFrame:
     """The account-entity graph Leiden refines components on (no account-account projection).
 
@@ -84,6 +85,8 @@ def refinement_edges(
         stats: :func:`jobs.graph.entity_stats` output.
         soft_key_weight: multiplier on the IDF weight of soft-key entities.
         strong_types: entity types that are strong identifiers for the core rule.
+        kind_weights: multiplier on the weight per evidence family (``network``, ``payment``,
+            ...; absent families keep 1.0).
 
     Returns:
         ``src`` (account), ``dst`` (``type:hash`` entity node), ``weight`` (IDF-like, soft keys
@@ -102,10 +105,13 @@ def refinement_edges(
     kind = F.lit("other")
     for entity_type, evidence in EVIDENCE_KIND.items():
         kind = F.when(F.col("entity_type") == entity_type, evidence).otherwise(kind)
+    family_scale = F.lit(1.0)
+    for family, factor in (kind_weights or {}).items():
+        family_scale = F.when(kind == family, float(factor)).otherwise(family_scale)
     return entities.join(usable, ["entity_type", "entity_id"]).select(
         F.col("account_id").alias("src"),
         F.concat_ws(":", "entity_type", "entity_id").alias("dst"),
-        "weight",
+        (F.col("weight") * family_scale).alias("weight"),
         F.lit(True).alias("dst_is_entity"),
         kind.alias("kind"),
         F.col("entity_type").isin(*strong_types).alias("strong"),
@@ -186,7 +192,13 @@ def find_communities(
         stats = spark.read.parquet(str(out / "entity_stats"))
         refined = refine_communities(
             components,
-            refinement_edges(entities, stats, graph.soft_key_weight, graph.strong_evidence_types),
+            refinement_edges(
+                entities,
+                stats,
+                graph.soft_key_weight,
+                graph.strong_evidence_types,
+                graph.refine_kind_weights,
+            ),
             graph.refine_min_size,
             graph.leiden_resolution,
             graph.leiden_seed,

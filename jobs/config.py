@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
@@ -78,6 +78,9 @@ class IngestSettings(_Section):
     max_future_skew_hours: int = 24
 
 
+EvidenceFamily = Literal["network", "payment", "device", "identity", "behaviour"]
+
+
 class GraphSettings(_Section):
     """Account graph and connected components."""
 
@@ -99,6 +102,16 @@ class GraphSettings(_Section):
         default_factory=lambda: ["instrument", "device", "email"]
     )
     soft_key_weight: float = 0.5
+    # Leiden edge-weight multiplier per evidence family. Network evidence (proxy IPs, /24 + ASN
+    # cells, signup bursts behind one ASN) is infrastructure that proxy providers sell to many
+    # operators and their ordinary customers, and a farm has many times more network edges than
+    # cards, devices and behaviour of its own. At full weight, and still at 0.03 of it in the
+    # 10M world, Leiden glued every farm on one proxy pool (and the pool's legitimate users)
+    # into one community. At 0 the network still builds the components and still counts in the
+    # core rule; it only stops deciding who belongs with whom.
+    refine_kind_weights: dict[EvidenceFamily, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: {"network": 0.0}
+    )
     binding_entities: int = 3
     behaviour_entities: bool = True
     behaviour_cell_max_accounts: int = 2000

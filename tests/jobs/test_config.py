@@ -69,3 +69,16 @@ def test_fingerprint_follows_what_shapes_results(monkeypatch):
     monkeypatch.delenv("FARMWATCH_PUBLISH__ENTITY_HASH_KEY")
     monkeypatch.setenv("FARMWATCH_BANS__BAN_THRESHOLD", "0.95")
     assert load_settings().fingerprint() != base
+
+
+def test_refine_kind_weights_name_every_evidence_family_the_graph_uses():
+    from typing import get_args
+
+    from jobs.config import EvidenceFamily, GraphSettings
+    from jobs.graph import EVIDENCE_KIND
+
+    assert set(EVIDENCE_KIND.values()) == set(get_args(EvidenceFamily))
+    with pytest.raises(ValidationError, match="netwrk"):
+        GraphSettings(refine_kind_weights={"netwrk": 0.1})
+    with pytest.raises(ValidationError, match="greater than or equal to 0"):
+        GraphSettings(refine_kind_weights={"network": -1})

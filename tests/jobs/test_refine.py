@@ -241,3 +241,42 @@ def test_core_rule_measures_concentration_against_all_of_an_entitys_accounts():
     )
     assert overall.loc["u1", "community_id"] == "u1"  # 2 of 400 accounts: no tie
     assert set(overall.loc[farm, "community_id"]) == {"f0"}
+
+
+def test_farms_sharing_a_proxy_pool_split_by_operator_when_network_weighs_little(spark):
+    # two operators, each with its own cards (5 accounts each), devices and prompt templates,
+    # both buying from one residential proxy pool: every account uses 6 of its 30 addresses
+    rng = random.Random(4)
+    rows = []
+    for op in ("a", "b"):
+        for i in range(40):
+            account = f"{op}{i:02d}"
+            rows += [
+                (account, "instrument", f"{op}-card{i // 5}"),
+                (account, "device", f"{op}-dev{i // 10}"),
+                (account, "prompt", f"{op}-tpl{i // 20}"),
+            ]
+            rows += [(account, "ip", f"proxy{p}") for p in rng.sample(range(30), 6)]
+    entities = spark.createDataFrame(
+        rows, "account_id string, entity_type string, entity_id string"
+    )
+    stats = entity_stats(entities, GraphSettings(), 80)
+    components = spark.createDataFrame(
+        [(f"{op}{i:02d}", "a00") for op in "ab" for i in range(40)],
+        "account_id string, component_id string",
+    )
+    strong = GraphSettings().strong_evidence_types
+
+    def operators_per_community(kind_weights: dict[str, float]) -> set[frozenset[str]]:
+        edges = refinement_edges(entities, stats, 0.5, strong, kind_weights)
+        refined = refine_communities(components, edges, 30, 0.5, 7, 3, 2, 0.5).collect()
+        members: dict[str, set[str]] = {}
+        for r in refined:
+            members.setdefault(r["community_id"], set()).add(r["account_id"][0])
+        return {frozenset(ops) for ops in members.values()}
+
+    assert frozenset("ab") in operators_per_community({})  # the pool glues the operators
+    assert operators_per_community(GraphSettings().refine_kind_weights) == {
+        frozenset("a"),
+        frozenset("b"),
+    }
