@@ -184,18 +184,28 @@ def _top_reasons(
     """The first ``top_n`` distinct sentences of the positive contributions, largest first.
 
     Two features can read the same (``community_size`` and ``community_log_size``); a reason
-    list that says one thing twice tells the analyst less. Also says whether any of them is
-    the account's own evidence (not a :data:`GROUP_FEATURE_PREFIXES` feature).
+    list that says one thing twice tells the analyst less. Also says whether the account has
+    evidence of its own: its own features (not :data:`GROUP_FEATURE_PREFIXES` ones) taken
+    together raise its score. Where the group's features fill the first ``top_n`` places, the
+    account's strongest own reason is added after them, so the list always shows it. (When a
+    community is almost all farm, the model credits the group features with nearly everything
+    and an account's own card sharing may only rank fifth; ranking alone sent whole farms to
+    review.)
     """
     picked: list[str] = []
-    own = False
+    cited_own = False
     for c in order:
         if contrib[c] <= 0 or len(picked) == top_n:
             break
         text = reason_text(names[c], values[c])
         if text not in picked:
             picked.append(text)
-            own = own or not names[c].startswith(GROUP_FEATURE_PREFIXES)
+            cited_own = cited_own or not names[c].startswith(GROUP_FEATURE_PREFIXES)
+    is_own = np.array([not name.startswith(GROUP_FEATURE_PREFIXES) for name in names])
+    own = bool(contrib[is_own].sum() > 0)
+    if own and not cited_own:
+        best = int(np.flatnonzero(is_own)[np.argmax(contrib[is_own])])
+        picked.append(reason_text(names[best], values[best]))
     return picked, own
 
 
