@@ -173,19 +173,32 @@ def explain(
         contrib = booster.predict(x[explained], pred_contrib=True, num_threads=threads)
         contrib = contrib[:, : len(names)]
         order = np.argsort(-contrib, axis=1)
+        is_own = own_features(names)  # once, not per explained row
         for i, row in enumerate(explained):
-            reasons[row], own[row] = _top_reasons(names, x[row], contrib[i], order[i], top_n)
+            reasons[row], own[row] = _top_reasons(
+                names, is_own, x[row], contrib[i], order[i], top_n
+            )
     return scores, reasons, own
 
 
+def own_features(names: list[str]) -> np.ndarray:
+    """Mask of the features about the account itself (not :data:`GROUP_FEATURE_PREFIXES`)."""
+    return np.array([not name.startswith(GROUP_FEATURE_PREFIXES) for name in names], dtype=bool)
+
+
 def _top_reasons(
-    names: list[str], values: np.ndarray, contrib: np.ndarray, order: np.ndarray, top_n: int
+    names: list[str],
+    is_own: np.ndarray,
+    values: np.ndarray,
+    contrib: np.ndarray,
+    order: np.ndarray,
+    top_n: int,
 ) -> tuple[list[str], bool]:
     """The first ``top_n`` distinct sentences of the positive contributions, largest first.
 
     Two features can read the same (``community_size`` and ``community_log_size``); a reason
     list that says one thing twice tells the analyst less. Also says whether the account has
-    evidence of its own: its own features (not :data:`GROUP_FEATURE_PREFIXES` ones) taken
+    evidence of its own: its own features (``is_own``, from :func:`own_features`) taken
     together raise its score. Where the group's features fill the first ``top_n`` places, the
     account's strongest own reason is added after them, so the list always shows it. (When a
     community is almost all farm, the model credits the group features with nearly everything
@@ -200,8 +213,7 @@ def _top_reasons(
         text = reason_text(names[c], values[c])
         if text not in picked:
             picked.append(text)
-            cited_own = cited_own or not names[c].startswith(GROUP_FEATURE_PREFIXES)
-    is_own = np.array([not name.startswith(GROUP_FEATURE_PREFIXES) for name in names])
+            cited_own = cited_own or bool(is_own[c])
     own = bool(contrib[is_own].sum() > 0)
     if own and not cited_own:
         best = int(np.flatnonzero(is_own)[np.argmax(contrib[is_own])])

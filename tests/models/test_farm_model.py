@@ -236,33 +236,41 @@ def test_every_feature_has_a_readable_reason():
 
 
 def test_reasons_never_say_the_same_thing_twice():
-    from jobs.score import _top_reasons
+    from jobs.score import _top_reasons, own_features
 
     names = ["community_size", "community_log_size", "max_share_device", "decline_rate"]
     values = np.array([7251.0, np.log1p(7251.0), np.log1p(3.0), 0.5])
     contrib = np.array([3.0, 2.0, 1.0, -0.5])
-    reasons, own = _top_reasons(names, values, contrib, np.argsort(-contrib), 3)
+    reasons, own = _top_reasons(
+        names, own_features(names), values, contrib, np.argsort(-contrib), 3
+    )
     assert reasons == [
         "belongs to a linked group of 7251 accounts",
         "shares a device fingerprint with 2 other accounts",
     ]  # the log-size duplicate is skipped, the negative contribution is no reason
     assert own  # the shared device is the account's own evidence
     group_only = np.array([3.0, 2.0, -1.0, -1.0])
-    reasons, own = _top_reasons(names, values, group_only, np.argsort(-group_only), 3)
+    reasons, own = _top_reasons(
+        names, own_features(names), values, group_only, np.argsort(-group_only), 3
+    )
     assert reasons == ["belongs to a linked group of 7251 accounts"] and not own
 
 
 def test_own_evidence_is_the_accounts_own_features_together_and_is_always_cited():
-    from jobs.score import _top_reasons
+    from jobs.score import _top_reasons, own_features
 
     names = ["community_size", "community_known_bad_share", "max_share_device", "decline_rate"]
     values = np.array([7251.0, 0.4, np.log1p(9.0), 0.5])
     # the group's features fill the top two places; the shared device ranks third
     contrib = np.array([5.0, 4.0, 0.3, -0.1])
-    reasons, own = _top_reasons(names, values, contrib, np.argsort(-contrib), 2)
+    reasons, own = _top_reasons(
+        names, own_features(names), values, contrib, np.argsort(-contrib), 2
+    )
     assert own and reasons[-1] == "shares a device fingerprint with 8 other accounts"
     assert len(reasons) == 3  # the own reason is added after the group's two
     # a household: one own feature looks farm-like, the rest pull the other way
     household = np.array([5.0, 4.0, 0.3, -0.8])
-    reasons, own = _top_reasons(names, values, household, np.argsort(-household), 2)
+    reasons, own = _top_reasons(
+        names, own_features(names), values, household, np.argsort(-household), 2
+    )
     assert not own and len(reasons) == 2
