@@ -105,10 +105,9 @@ class GraphSettings(_Section):
     # Leiden edge-weight multiplier per evidence family. Network evidence (proxy IPs, /24 + ASN
     # cells, signup bursts behind one ASN) is infrastructure that proxy providers sell to many
     # operators and their ordinary customers, and a farm has many times more network edges than
-    # cards, devices and behaviour of its own. At full weight, and still at 0.03 of it in the
-    # 10M world, Leiden glued every farm on one proxy pool (and the pool's legitimate users)
-    # into one community. At 0 the network still builds the components and still counts in the
-    # core rule; it only stops deciding who belongs with whom.
+    # cards, devices and behaviour of its own. At full weight Leiden glued every farm on one
+    # proxy pool into one community. At 0 the network still builds the components and still
+    # counts in the core rule; it only stops deciding who belongs with whom.
     refine_kind_weights: dict[EvidenceFamily, Annotated[float, Field(ge=0)]] = Field(
         default_factory=lambda: {"network": 0.0}
     )
