@@ -20,7 +20,10 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.graph import ENTITY_TYPES, ip24, require_columns
+from jobs.moments import moment_mean, moment_std, moment_sums
 from jobs.neighbourhood import neighbour_aggregates, neighbour_feature_names
+
+_HOURS_ORIGIN = 1_577_836_800  # 2020-01-01T00:00:00Z in Unix seconds
 
 ACCOUNT_FEATURES = (
     "account_age_days",
@@ -119,7 +122,7 @@ def account_features(
             F.count("*").alias("active_days"),
             F.sum("requests").alias("requests_total"),
             F.avg("requests").alias("requests_per_active_day"),
-            (F.stddev_pop("requests") / F.avg("requests")).alias("requests_cv"),
+            *moment_sums(F.col("requests"), "_requests"),
             (F.sum("tokens") / F.sum("requests")).alias("tokens_per_request"),
             F.countDistinct("prompt_signature").alias("n_prompts"),
             F.avg(F.bit_count("active_hours_mask")).alias("active_hours_per_day"),
@@ -131,7 +134,8 @@ def account_features(
             "active_days",
             "requests_total",
             "requests_per_active_day",
-            "requests_cv",
+            # exact moments (jobs.moments): stddev_pop's last bits follow the partitioning
+            (moment_std("_requests") / moment_mean("_requests")).alias("requests_cv"),
             "tokens_per_request",
             "active_hours_per_day",
             (F.col("n_prompts") / F.col("active_days")).alias("prompt_diversity"),
@@ -258,7 +262,8 @@ def community_features(
     )
     signup_hours = signups.select(
         "account_id",
-        (F.unix_timestamp("signup_ts") / 3600.0).alias("signup_h"),
+        # hours from 2020-01-01: within the exact-moments range (+-1e6 h) for any valid date
+        ((F.unix_timestamp("signup_ts") - _HOURS_ORIGIN) / 3600.0).alias("signup_h"),
         F.date_trunc("hour", "signup_ts").alias("signup_hour"),
         F.regexp_replace(
             F.regexp_replace(F.lower(F.substring_index("email", "@", 1)), "[a-z]+", "a"),
@@ -266,8 +271,10 @@ def community_features(
             "9",
         ).alias("shape"),
     ).join(member, "account_id")
-    spread = signup_hours.groupBy("community_id").agg(
-        F.stddev_pop("signup_h").alias("community_signup_spread_h")
+    spread = (
+        signup_hours.groupBy("community_id")
+        .agg(*moment_sums(F.col("signup_h"), "_signup_h"))
+        .select("community_id", moment_std("_signup_h").alias("community_signup_spread_h"))
     )
     burst = _modal_share(
         signup_hours, "community_id", "signup_hour", "community_signup_burst_share"
@@ -295,8 +302,13 @@ def community_features(
         accounts.join(member, "account_id")
         .groupBy("community_id")
         .agg(
-            F.avg("decline_rate").alias("community_mean_decline_rate"),
-            F.avg("account_age_days").alias("community_mean_age_days"),
+            *moment_sums(F.col("decline_rate"), "_decline"),
+            *moment_sums(F.col("account_age_days"), "_age"),
+        )
+        .select(
+            "community_id",
+            moment_mean("_decline").alias("community_mean_decline_rate"),
+            moment_mean("_age").alias("community_mean_age_days"),
         )
     )
     out = described

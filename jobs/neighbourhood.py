@@ -5,7 +5,8 @@ In: a node table (an id column plus numeric feature columns) and undirected edge
 - :func:`neighbour_pairs`: the cleaned adjacency (``<id>, neighbour_id``), both directions;
 - :func:`neighbour_aggregates`: mean, max and population standard deviation of every feature over
   the node's distinct 1-hop neighbours and over its distinct neighbours within 2 hops, with the
-  neighbour counts;
+  neighbour counts (mean and deviation are exact moments, :mod:`jobs.moments`: the same bits
+  however Spark partitions the rows);
 - :func:`component_features`: connected-component id, size, log size and edge density.
 Called by :mod:`models.evaluate_graph` (``farmwatch evaluate-graph``) and the tests. Every
 function is DataFrame in, DataFrame out; no Python UDFs.
@@ -24,6 +25,7 @@ from pyspark.sql import functions as F
 from jobs.components import connected_components
 from jobs.config import GraphSettings
 from jobs.graph import require_columns
+from jobs.moments import moment_mean, moment_std, moment_sums
 
 NEIGHBOUR_STATISTICS = ("mean", "max", "std")
 COMPONENT_FEATURES = ("component_size", "component_log_size", "component_density")
@@ -142,13 +144,22 @@ def neighbour_aggregates(
     out = node_features.select(id_column)
     for hop, pairs in neighbourhoods.items():
         aggregates = [F.count("*").alias(f"nbr{hop}_count")]
+        figures = [F.col("_node"), F.col(f"nbr{hop}_count")]
         for column in feature_columns:
+            # exact moments: bit-identical however the rows are partitioned (jobs.moments)
+            tag = f"_m{hop}_{column}"
             aggregates += [
-                F.avg(column).alias(f"nbr{hop}_mean_{column}"),
+                *moment_sums(F.col(column), tag),
                 F.max(column).alias(f"nbr{hop}_max_{column}"),
-                F.stddev_pop(column).alias(f"nbr{hop}_std_{column}"),
             ]
-        summary = pairs.join(values, "_neighbour").groupBy("_node").agg(*aggregates)
+            figures += [
+                moment_mean(tag).alias(f"nbr{hop}_mean_{column}"),
+                F.col(f"nbr{hop}_max_{column}"),
+                moment_std(tag).alias(f"nbr{hop}_std_{column}"),
+            ]
+        summary = (
+            pairs.join(values, "_neighbour").groupBy("_node").agg(*aggregates).select(*figures)
+        )
         out = out.join(summary, out[id_column] == summary["_node"], "left").drop("_node")
 
     selected = [F.col(id_column)]
