@@ -107,13 +107,19 @@ def leiden_partition(
     is_account = np.zeros(len(names), dtype=bool)
     is_account[codes[:n_edges]] = True
     is_account[codes[n_edges:][~is_entity]] = True
-    graph = igraph.Graph(n=len(names), edges=np.column_stack([codes[:n_edges], codes[n_edges:]]))
+    # edges in one canonical order (by node, then weight): Spark hands a group's rows over in
+    # shuffle-fetch order, which varies between runs on a cluster, and igraph breaks Leiden's
+    # exact ties (zero-weight network edges make many) by edge order
+    src, dst = codes[:n_edges], codes[n_edges:]
+    weights = edges["weight"].to_numpy(dtype=float)
+    order = np.lexsort((weights, dst, src))
+    graph = igraph.Graph(n=len(names), edges=np.column_stack([src[order], dst[order]]))
     random.seed(seed)  # igraph draws from Python's ``random`` unless told otherwise
     igraph.set_random_number_generator(random)
     membership = np.asarray(
         graph.community_leiden(
             objective_function="modularity",
-            weights=edges["weight"].to_numpy(dtype=float),
+            weights=weights[order],
             resolution=resolution,
             n_iterations=iterations,
         ).membership

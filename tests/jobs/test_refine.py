@@ -63,6 +63,31 @@ def test_leiden_is_deterministic_and_drops_entity_nodes():
         assert community == members["account_id"].min()
 
 
+def test_leiden_does_not_depend_on_the_order_edges_arrive_in_even_with_zero_weights():
+    """Spark hands a group's rows over in shuffle-fetch order, which differs between runs on a
+    cluster. With many zero-weight edges (the network family weighs 0 by default) Leiden meets
+    exact ties, which igraph breaks by edge order: a cluster run once published different farm
+    ids than local mode. The partition must be the same for every order."""
+    for seed in range(4):
+        rng = random.Random(seed)
+        rows = []
+        for account in range(1200):
+            for _ in range(5):
+                group = account // 60
+                entity = (
+                    group * 20 + rng.randrange(20) if rng.random() < 0.45 else rng.randrange(400)
+                )
+                weight = 0.0 if rng.random() < 0.6 else 0.3 + rng.random()
+                rows.append((f"acct{account:04d}", f"e{entity}", weight))
+        edges = pd.DataFrame(rows, columns=["src", "dst", "weight"]).drop_duplicates(["src", "dst"])
+        edges = edges.assign(dst_is_entity=True)
+        first = leiden_partition(edges, resolution=1.0, seed=5).set_index("account_id")
+        for order in range(5):
+            again = leiden_partition(edges.sample(frac=1.0, random_state=order), 1.0, 5)
+            again = again.set_index("account_id").reindex(first.index)
+            assert (again["community_id"] == first["community_id"]).all(), (seed, order)
+
+
 def test_missing_columns_and_bad_size_are_named(spark):
     components, edges = two_cliques_and_a_pair(spark)
     with pytest.raises(ValueError, match="refinement edges is missing column 'weight'"):
