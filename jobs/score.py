@@ -284,6 +284,7 @@ def score_parquet(
     model_version: str,
     top_n: int = 3,
     explain_min_score: float = 0.0,
+    max_rows_per_task: int | None = None,
 ) -> tuple[DataFrame, str]:
     """Score a features table stored as Parquet; the executors read the files themselves.
 
@@ -295,6 +296,10 @@ def score_parquet(
     that an executor cannot open as a local path (``s3a://``, ``hdfs://``) are scored through
     :func:`score_accounts` instead. Returns the scores and which way was taken
     (``"parquet"`` or ``"dataframe"``).
+
+    Each task gets a slice of one row group: at most ``max_rows_per_task`` rows (default: the
+    table spread over Spark's default parallelism, at least :data:`_MIN_TASK_ROWS`), so a table
+    written as one big row group still keeps every core busy.
 
     Raises:
         ValueError: the table lacks a column the model was trained on.
@@ -308,11 +313,7 @@ def score_parquet(
     local = [_local_path(f) for f in files]
     if not files or any(p is None for p in local):
         return score_accounts(table, booster, model_version, top_n, explain_min_score), "dataframe"
-    units = [
-        (file, group)
-        for file in local
-        for group in range(pq.ParquetFile(file).metadata.num_row_groups)
-    ]
+    units = _slices(local, max_rows_per_task or _rows_per_task(spark, local))
     if not units:  # an empty table: nothing to hand out
         return score_accounts(table, booster, model_version, top_n, explain_min_score), "dataframe"
     columns = ["account_id", "farm_id", "component_id", *needed]
@@ -322,9 +323,7 @@ def score_parquet(
         model = lgb.Booster(model_str=model_text)
         for batch in batches:
             for unit in batch.to_pylist():
-                for part in pq.ParquetFile(unit["file"]).iter_batches(
-                    batch_size=_READ_ROWS, row_groups=[unit["row_group"]], columns=columns
-                ):
+                for part in _read_slice(unit, columns):
                     x = _matrix(part, needed)
                     scores, reasons, own = explain(model, x, top_n, explain_min_score, threads=1)
                     yield pa.RecordBatch.from_arrays(
@@ -339,12 +338,54 @@ def score_parquet(
                         schema=_BATCH_ARROW_SCHEMA,
                     )
 
-    work = spark.createDataFrame(units, "file string, row_group int").repartition(len(units))
+    work = spark.createDataFrame(
+        units, "file string, row_group int, start long, stop long"
+    ).repartition(len(units))
     scored = work.mapInArrow(score_units, _BATCH_SCHEMA)
     return scored.withColumn("model_version", F.lit(model_version)), "parquet"
 
 
 _READ_ROWS = 65_536  # rows per pyarrow batch: about 50 MB of features at 100 columns
+_MIN_TASK_ROWS = 65_536  # smaller slices cost more in task overhead than they spread
+
+
+def _rows_per_task(spark: SparkSession, files: list[str]) -> int:
+    """The table's rows over Spark's default parallelism (shuffle partitions over Connect)."""
+    try:
+        parallelism = spark.sparkContext.defaultParallelism
+    except Exception:  # noqa: BLE001 (Spark Connect has no SparkContext)
+        parallelism = int(spark.conf.get("spark.sql.shuffle.partitions") or 1)
+    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    return max(_MIN_TASK_ROWS, math.ceil(total / max(1, parallelism)))
+
+
+def _slices(files: list[str], max_rows: int) -> list[tuple[str, int, int, int]]:
+    """``(file, row_group, start, stop)`` units of at most ``max_rows`` rows, in equal slices."""
+    units = []
+    for file in files:
+        meta = pq.ParquetFile(file).metadata
+        for group in range(meta.num_row_groups):
+            rows = meta.row_group(group).num_rows
+            step = math.ceil(rows / max(1, math.ceil(rows / max_rows))) if rows else 1
+            units += [
+                (file, group, start, min(rows, start + step)) for start in range(0, rows, step)
+            ]
+    return units
+
+
+def _read_slice(unit: dict, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """Rows ``start`` to ``stop`` of one row group (pyarrow decodes the group from its start)."""
+    offset = 0
+    for part in pq.ParquetFile(unit["file"]).iter_batches(
+        batch_size=_READ_ROWS, row_groups=[unit["row_group"]], columns=columns
+    ):
+        end = offset + part.num_rows
+        first, last = max(unit["start"], offset), min(unit["stop"], end)
+        if first < last:
+            yield part.slice(first - offset, last - first)
+        offset = end
+        if offset >= unit["stop"]:
+            return
 
 
 def _local_path(uri: str) -> str | None:
@@ -356,8 +397,12 @@ def _local_path(uri: str) -> str | None:
 
 
 def _matrix(batch: pa.RecordBatch, names: list[str]) -> np.ndarray:
-    """The features as a C-ordered float64 matrix; nulls become NaN (missing, for LightGBM)."""
-    x = np.empty((batch.num_rows, len(names)), dtype=np.float64)
+    """The features as a float64 matrix; nulls become NaN (missing, for LightGBM).
+
+    Column-major, so filling it column by column writes contiguous memory; LightGBM reads
+    column-major input without a copy and predicts the same values from it.
+    """
+    x = np.empty((batch.num_rows, len(names)), dtype=np.float64, order="F")
     for j, name in enumerate(names):
         column = pc.cast(batch.column(name), pa.float64())
         x[:, j] = column.to_numpy(zero_copy_only=False)  # nulls -> NaN

@@ -13,7 +13,7 @@ from pyspark.sql import types as T
 
 from jobs.config import ModelSettings
 from jobs.features import FEATURE_COLUMNS
-from jobs.score import _local_path, reason_text, score_accounts, score_parquet
+from jobs.score import _local_path, _slices, reason_text, score_accounts, score_parquet
 from models.farm_model import (
     ModelUnavailableError,
     build_training_set,
@@ -255,6 +255,13 @@ def test_scoring_from_parquet_files_equals_scoring_the_dataframe(spark, tmp_path
     assert got["reasons"].map(list).tolist() == want["reasons"].map(list).tolist()
     assert got.drop(columns="reasons").equals(want.drop(columns="reasons"))
     assert (got["score"] >= floor).any() and got["reasons"].map(len).gt(0).any()
+    # row groups cut into slices of at most 70 rows, one per task: the same rows, once each
+    files = [str(p) for p in Path(path).glob("*.parquet")]
+    assert len(_slices(files, 70)) > sum(groups)  # some row group is cut
+    sliced, _ = score_parquet(spark, path, booster, "7", 3, floor, max_rows_per_task=70)
+    sliced = sliced.toPandas().sort_values("account_id", ignore_index=True)
+    assert sliced["account_id"].is_unique
+    assert sliced.drop(columns="reasons").equals(got.drop(columns="reasons"))
     f.drop("max_share_device").write.parquet(str(tmp_path / "no_device"))
     with pytest.raises(ValueError, match="max_share_device"):
         score_parquet(spark, str(tmp_path / "no_device"), booster, "7")
