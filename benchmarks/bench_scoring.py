@@ -10,11 +10,8 @@ cost does not depend on which accounts they are), and measures, ``--repeats`` ti
   the nightly job does), still one process;
 - ``spark_scores_only``: :func:`jobs.score.score_accounts` over the Spark table with no
   reasons (the issue's bar: Spark scoring rows/s against native ``predict``), written to Parquet;
-- ``spark_score``: the same with reasons for rows at or above the watch threshold, written to
-  Parquet;
-- ``parquet_scores_only`` and ``parquet_score``: the same two with
-  :func:`jobs.score.score_parquet` (what the nightly job does): Spark hands each task Parquet
-  row groups and the task reads them with pyarrow, so no feature value crosses from the JVM.
+- ``spark_score``: the same with reasons for rows at or above the watch threshold (what the
+  nightly job does), written to Parquet.
 
 Probes, to show where the Spark time goes: the same ``mapInArrow`` moving the features to
 Python and returning only the ids (one column per feature, and packed into one array column),
@@ -56,7 +53,7 @@ def main() -> None:
     from pyspark.sql import types as T
 
     from flows.runtime import settings_for, spark_for
-    from jobs.score import explain, score_accounts, score_parquet
+    from jobs.score import explain, score_accounts
 
     mlflow.set_tracking_uri(args.tracking_uri)
     booster = mlflow.lightgbm.load_model(f"models:/{args.model}@champion")
@@ -89,19 +86,6 @@ def main() -> None:
 
     spark_scores_only = timed(spark_score(math.inf), args.repeats)
     spark_scored = timed(spark_score(watch), args.repeats)
-
-    def parquet_score(explain_min_score: float) -> Any:
-        def run() -> None:
-            scored, way = score_parquet(
-                spark, str(home / "features"), booster, "bench", 3, explain_min_score
-            )
-            assert way == "parquet", way
-            scored.write.mode("overwrite").parquet(str(home / "scores"))
-
-        return run
-
-    parquet_scores_only = timed(parquet_score(math.inf), args.repeats)
-    parquet_scored = timed(parquet_score(watch), args.repeats)
 
     # where the Spark time goes: moving the features to Python with no model at all
     names = list(booster.feature_name())
@@ -140,11 +124,6 @@ def main() -> None:
             "runs": spark_scores_only[1],
         },
         "spark_score": {"median_seconds": spark_scored[0], "runs": spark_scored[1]},
-        "parquet_scores_only": {
-            "median_seconds": parquet_scores_only[0],
-            "runs": parquet_scores_only[1],
-        },
-        "parquet_score": {"median_seconds": parquet_scored[0], "runs": parquet_scored[1]},
         "probe_transfer_only_columns": {
             "median_seconds": transfer_columns[0],
             "runs": transfer_columns[1],
@@ -160,18 +139,7 @@ def main() -> None:
             "native_explain_listed": round(rows / native_explain_listed[0]),
             "spark_scores_only": round(rows / spark_scores_only[0]),
             "spark_score": round(rows / spark_scored[0]),
-            "parquet_scores_only": round(rows / parquet_scores_only[0]),
-            "parquet_score": round(rows / parquet_scored[0]),
         },
-        "parquet_scores_only_rows_per_second_over_native_predict": round(
-            native_predict[0] / parquet_scores_only[0], 3
-        ),
-        "parquet_rows_per_second_over_native_predict": round(
-            native_predict[0] / parquet_scored[0], 3
-        ),
-        "parquet_rows_per_second_over_native_explain_listed": round(
-            native_explain_listed[0] / parquet_scored[0], 3
-        ),
         "spark_scores_only_rows_per_second_over_native_predict": round(
             native_predict[0] / spark_scores_only[0], 3
         ),

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from urllib.parse import unquote, urlparse
 
 import lightgbm as lgb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -275,139 +272,3 @@ def score_accounts(
     )
     scored = packed.mapInArrow(score_batches, _BATCH_SCHEMA)
     return scored.withColumn("model_version", F.lit(model_version))
-
-
-def score_parquet(
-    spark: SparkSession,
-    path: str,
-    booster: lgb.Booster,
-    model_version: str,
-    top_n: int = 3,
-    explain_min_score: float = 0.0,
-    max_rows_per_task: int | None = None,
-) -> tuple[DataFrame, str]:
-    """Score a features table stored as Parquet; the executors read the files themselves.
-
-    :func:`score_accounts` moves every feature value from the JVM to Python, which on 1M rows
-    costs more than LightGBM's ``predict`` (``benchmarks/bench_scoring.py``). Here Spark only
-    hands each task a list of Parquet row groups; the task reads them with pyarrow, straight
-    into the matrix LightGBM takes, and returns the same rows and columns as
-    :func:`score_accounts` (same scores and reasons: the values are the same doubles). Files
-    that an executor cannot open as a local path (``s3a://``, ``hdfs://``) are scored through
-    :func:`score_accounts` instead. Returns the scores and which way was taken
-    (``"parquet"`` or ``"dataframe"``).
-
-    Each task gets a slice of one row group: at most ``max_rows_per_task`` rows (default: the
-    table spread over Spark's default parallelism, at least :data:`_MIN_TASK_ROWS`), so a table
-    written as one big row group still keeps every core busy.
-
-    Raises:
-        ValueError: the table lacks a column the model was trained on.
-    """
-    table = spark.read.parquet(path)
-    needed = list(booster.feature_name())
-    missing = [c for c in needed if c not in table.columns]
-    if missing:
-        raise ValueError(f"features are missing columns the model expects: {missing}")
-    files = sorted(table.inputFiles())
-    local = [_local_path(f) for f in files]
-    if not files or any(p is None for p in local):
-        return score_accounts(table, booster, model_version, top_n, explain_min_score), "dataframe"
-    units = _slices(local, max_rows_per_task or _rows_per_task(spark, local))
-    if not units:  # an empty table: nothing to hand out
-        return score_accounts(table, booster, model_version, top_n, explain_min_score), "dataframe"
-    columns = ["account_id", "farm_id", "component_id", *needed]
-    model_text = booster.model_to_string()
-
-    def score_units(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        model = lgb.Booster(model_str=model_text)
-        for batch in batches:
-            for unit in batch.to_pylist():
-                for part in _read_slice(unit, columns):
-                    x = _matrix(part, needed)
-                    scores, reasons, own = explain(model, x, top_n, explain_min_score, threads=1)
-                    yield pa.RecordBatch.from_arrays(
-                        [
-                            _as_string(part.column("account_id")),
-                            _as_string(part.column("farm_id")),
-                            _as_string(part.column("component_id")),
-                            pa.array(scores, pa.float64()),
-                            pa.array(reasons, pa.list_(pa.string())),
-                            pa.array(own, pa.bool_()),
-                        ],
-                        schema=_BATCH_ARROW_SCHEMA,
-                    )
-
-    work = spark.createDataFrame(
-        units, "file string, row_group int, start long, stop long"
-    ).repartition(len(units))
-    scored = work.mapInArrow(score_units, _BATCH_SCHEMA)
-    return scored.withColumn("model_version", F.lit(model_version)), "parquet"
-
-
-_READ_ROWS = 65_536  # rows per pyarrow batch: about 50 MB of features at 100 columns
-_MIN_TASK_ROWS = 65_536  # smaller slices cost more in task overhead than they spread
-
-
-def _rows_per_task(spark: SparkSession, files: list[str]) -> int:
-    """The table's rows over Spark's default parallelism (shuffle partitions over Connect)."""
-    try:
-        parallelism = spark.sparkContext.defaultParallelism
-    except Exception:  # noqa: BLE001 (Spark Connect has no SparkContext)
-        parallelism = int(spark.conf.get("spark.sql.shuffle.partitions") or 1)
-    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    return max(_MIN_TASK_ROWS, math.ceil(total / max(1, parallelism)))
-
-
-def _slices(files: list[str], max_rows: int) -> list[tuple[str, int, int, int]]:
-    """``(file, row_group, start, stop)`` units of at most ``max_rows`` rows, in equal slices."""
-    units = []
-    for file in files:
-        meta = pq.ParquetFile(file).metadata
-        for group in range(meta.num_row_groups):
-            rows = meta.row_group(group).num_rows
-            step = math.ceil(rows / max(1, math.ceil(rows / max_rows))) if rows else 1
-            units += [
-                (file, group, start, min(rows, start + step)) for start in range(0, rows, step)
-            ]
-    return units
-
-
-def _read_slice(unit: dict, columns: list[str]) -> Iterator[pa.RecordBatch]:
-    """Rows ``start`` to ``stop`` of one row group (pyarrow decodes the group from its start)."""
-    offset = 0
-    for part in pq.ParquetFile(unit["file"]).iter_batches(
-        batch_size=_READ_ROWS, row_groups=[unit["row_group"]], columns=columns
-    ):
-        end = offset + part.num_rows
-        first, last = max(unit["start"], offset), min(unit["stop"], end)
-        if first < last:
-            yield part.slice(first - offset, last - first)
-        offset = end
-        if offset >= unit["stop"]:
-            return
-
-
-def _local_path(uri: str) -> str | None:
-    """The filesystem path of a ``file:`` URI (or a bare path); None for any other scheme."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return unquote(parsed.path)
-    return None
-
-
-def _matrix(batch: pa.RecordBatch, names: list[str]) -> np.ndarray:
-    """The features as a float64 matrix; nulls become NaN (missing, for LightGBM).
-
-    Column-major, so filling it column by column writes contiguous memory; LightGBM reads
-    column-major input without a copy and predicts the same values from it.
-    """
-    x = np.empty((batch.num_rows, len(names)), dtype=np.float64, order="F")
-    for j, name in enumerate(names):
-        column = pc.cast(batch.column(name), pa.float64())
-        x[:, j] = column.to_numpy(zero_copy_only=False)  # nulls -> NaN
-    return x
-
-
-def _as_string(column: pa.Array) -> pa.Array:
-    return column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
