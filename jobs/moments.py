@@ -34,11 +34,6 @@ _PARTS = ("n", "nan", "a", "b", "aa", "ab", "bb")
 _NOISE = 1e-12
 
 
-def moment_columns(tag: str) -> list[str]:
-    """The aggregate columns :func:`moment_sums` adds for ``tag`` (to drop after use)."""
-    return [f"{tag}_{part}" for part in _PARTS]
-
-
 def moment_sums(x: Column, tag: str) -> list[Column]:
     """Aggregate expressions: the exact count and fixed-point sums of ``x`` and ``x*x``.
 
