@@ -34,7 +34,7 @@ from flows.runtime import code_version, resolve_run_date, run_dir_for, settings_
 from flows.stages import StageLedger, input_digest, run_lock
 from jobs import communities, features, ingest, publish, report
 from jobs.config import Settings
-from jobs.score import score_accounts
+from jobs.score import score_parquet
 from jobs.store import StoreError, StoreUnavailable, store_for
 from models.farm_model import load_champion
 
@@ -104,13 +104,17 @@ def load_champion_task(settings: Settings) -> tuple[Any, str]:
 def score_task(settings: Settings, run_dir: Path, booster: Any, version: str) -> int:
     """Score every account inside Spark; writes ``<run_dir>/scores``."""
     spark = spark_for(settings)
-    table = spark.read.parquet(str(run_dir / "features"))
-    scored = score_accounts(
-        table,
+    scored, way = score_parquet(
+        spark,
+        str(run_dir / "features"),
         booster,
         version,
         settings.model.reasons_per_account,
         explain_min_score=settings.bans.watch_threshold,
+        evaluator=settings.model.evaluator,
+    )
+    get_run_logger().info(
+        "scored with the %s trees, features read as %s", settings.model.evaluator, way
     )
     scored.write.mode("overwrite").parquet(str(run_dir / "scores"))
     return spark.read.parquet(str(run_dir / "scores")).count()

@@ -150,6 +150,13 @@ class ModelSettings(_Section):
     )
     promotion_margin: float = 0.0
     reasons_per_account: int = 3
+    evaluator: Literal["compiled", "lightgbm"] = Field(
+        default="compiled",
+        description=(
+            "How scoring evaluates the trees: 'compiled' (the champion compiled to machine code "
+            "with lleaves, checked against LightGBM in every task) or 'lightgbm' (the booster)."
+        ),
+    )
 
     def tracking_uri_for(self, home: Path) -> str:
         """The tracking URI, defaulting to a SQLite file under the farmwatch home."""

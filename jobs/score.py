@@ -6,19 +6,34 @@ account, where ``reasons`` are the top positive contributions (LightGBM ``pred_c
 into sentences a trust analyst can check ("shares a payment instrument with 11 accounts") and
 ``own_evidence`` says whether one of them is about the account itself, not only its group (a
 ban needs it, see :func:`jobs.publish.assign_actions`). Scoring runs in
-``mapInArrow`` (Arrow batches); the model travels to the executors once per task as a string.
+``mapInArrow`` (Arrow batches); the model travels to the executors once per task.
 Called by the nightly flow's score task and the tests.
+
+Scores come from the champion compiled to machine code with lleaves (:func:`compile_forest`),
+which returns LightGBM's predictions (to about 1e-18 here) several times faster than
+``Booster.predict``; every task checks the two agree on its first rows and stops if they do
+not. ``evaluator="lightgbm"`` scores with the booster itself. Reasons always come from
+LightGBM's ``pred_contrib``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlparse
 
 import lightgbm as lgb
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -154,19 +169,28 @@ def reason_text(feature: str, value: float) -> str:
 
 
 def explain(
-    booster: lgb.Booster, x: np.ndarray, top_n: int, min_score: float = 0.0, threads: int = 0
-) -> tuple[np.ndarray, list[list[str]], np.ndarray]:
+    booster: lgb.Booster,
+    x: np.ndarray,
+    top_n: int,
+    min_score: float = 0.0,
+    threads: int = 0,
+    scores: np.ndarray | None = None,
+) -> tuple[np.ndarray, pa.ListArray, np.ndarray]:
     """Scores, and the ``top_n`` distinct positive-contribution reasons of rows ``min_score``+.
 
     ``x`` holds the booster's features in its order. ``pred_contrib`` costs about twenty plain
     predictions, so rows below ``min_score`` (accounts that get no action) are scored but not
-    explained: their reasons are empty. ``threads`` 0 lets LightGBM use every core. The third
-    result flags rows whose reasons include the account's own evidence (see
-    :func:`_top_reasons`); unexplained rows are false.
+    explained: their reasons are empty. ``threads`` 0 lets LightGBM use every core. ``scores``,
+    when given, are this booster's predictions for ``x`` computed elsewhere (the compiled
+    forest); otherwise LightGBM computes them. The reasons come as an Arrow ``list<string>``
+    array, one entry per row. The third result flags rows whose reasons include the account's
+    own evidence (see :func:`_top_reasons`); unexplained rows are false.
     """
     names = list(booster.feature_name())
-    scores = booster.predict(x, num_threads=threads)
-    reasons: list[list[str]] = [[] for _ in range(len(x))]
+    if scores is None:
+        scores = booster.predict(x, num_threads=threads)
+    counts = np.zeros(len(x), dtype=np.int32)
+    texts: list[str] = []
     own = np.zeros(len(x), dtype=bool)
     explained = np.flatnonzero(scores >= min_score)
     if len(explained):
@@ -175,9 +199,12 @@ def explain(
         order = np.argsort(-contrib, axis=1)
         is_own = own_features(names)  # once, not per explained row
         for i, row in enumerate(explained):
-            reasons[row], own[row] = _top_reasons(
-                names, is_own, x[row], contrib[i], order[i], top_n
-            )
+            picked, own[row] = _top_reasons(names, is_own, x[row], contrib[i], order[i], top_n)
+            counts[row] = len(picked)
+            texts.extend(picked)
+    # built from offsets: a Python list per row (most rows have none) costs more than the scoring
+    offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int32)
+    reasons = pa.ListArray.from_arrays(pa.array(offsets), pa.array(texts, pa.string()))
     return scores, reasons, own
 
 
@@ -221,48 +248,172 @@ def _top_reasons(
     return picked, own
 
 
+Evaluator = Literal["compiled", "lightgbm"]
+AGREEMENT_ROWS = 256  # rows per task scored both ways before the compiled scores are trusted
+AGREEMENT_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True)
+class CompiledForest:
+    """A booster compiled to machine code by lleaves, ready to ship to the executors.
+
+    ``cpu`` names the host CPU and features the code was compiled for: an executor on another
+    CPU compiles the model again from ``model_text`` rather than run code that may use
+    instructions it lacks.
+    """
+
+    model_text: str
+    object_code: bytes
+    cpu: str
+
+    @property
+    def key(self) -> str:
+        """Identifies the model and target (what a worker's cache is keyed by)."""
+        return hashlib.sha256(f"{self.cpu}\n{self.model_text}".encode()).hexdigest()
+
+
+def _cpu_signature() -> str:
+    import llvmlite.binding as llvm
+
+    llvm.initialize_native_target()
+    try:
+        features = llvm.get_host_cpu_features().flatten()
+    except RuntimeError:  # LLVM could not read them; never reuse code compiled elsewhere
+        features = f"unknown:{os.getpid()}"
+    return f"{llvm.get_host_cpu_name()};{features}"
+
+
+def _compile(model_text: str, object_code: bytes | None) -> tuple[object, bytes]:
+    """An lleaves model for ``model_text``, from ``object_code`` when given, and its code."""
+    import lleaves
+
+    with tempfile.TemporaryDirectory(prefix="farmwatch-forest-") as folder:
+        model_file, cache = Path(folder, "model.txt"), Path(folder, "forest.o")
+        model_file.write_text(model_text)
+        if object_code is not None:
+            cache.write_bytes(object_code)
+        model = lleaves.Model(model_file=str(model_file))
+        model.compile(cache=str(cache))  # compiles and writes the cache, or loads it
+        return model, cache.read_bytes()
+
+
+_COMPILED: dict[str, CompiledForest] = {}  # on the driver: the last model compiled
+
+
+def compile_forest(booster: lgb.Booster) -> CompiledForest:
+    """Compile ``booster`` on the driver (about a second for 400 trees of 31 leaves).
+
+    The last model compiled is kept, so a process that scores with one model again (the
+    benchmark's repeats, a long-lived worker) compiles it once.
+    """
+    text = booster.model_to_string()
+    key = hashlib.sha256(text.encode()).hexdigest()
+    if key not in _COMPILED:
+        forest = CompiledForest(text, _compile(text, None)[1], _cpu_signature())
+        _COMPILED.clear()
+        _COMPILED[key] = forest
+    return _COMPILED[key]
+
+
+_LOADED: dict[str, object] = {}  # per Python worker: the last compiled forest it loaded
+
+
+def load_forest(forest: CompiledForest) -> object:
+    """The executable forest in this worker: the driver's code if the CPU matches, else rebuilt."""
+    model = _LOADED.get(forest.key)
+    if model is None:
+        same_cpu = _cpu_signature() == forest.cpu
+        model = _compile(forest.model_text, forest.object_code if same_cpu else None)[0]
+        _LOADED.clear()
+        _LOADED[forest.key] = model
+    return model
+
+
+def check_agreement(booster: lgb.Booster, x: np.ndarray, compiled_scores: np.ndarray) -> None:
+    """Stop if the compiled forest's scores for ``x`` differ from LightGBM's.
+
+    Raises:
+        RuntimeError: a difference above :data:`AGREEMENT_TOLERANCE`.
+    """
+    expected = booster.predict(x, num_threads=1)
+    gap = float(np.max(np.abs(expected - compiled_scores), initial=0.0))
+    if not gap <= AGREEMENT_TOLERANCE:
+        raise RuntimeError(
+            f"the compiled model's scores differ from LightGBM's by {gap:.3g} on this executor; "
+            "score with FARMWATCH_MODEL__EVALUATOR=lightgbm and report it"
+        )
+
+
+class _TaskScorer:
+    """What one task scores with: the booster (reasons) and the compiled forest (scores)."""
+
+    def __init__(self, model_text: str, forest: CompiledForest | None, top_n: int, floor: float):
+        self.model = lgb.Booster(model_str=model_text)
+        self.compiled = load_forest(forest) if forest is not None else None
+        self.top_n, self.floor, self.checked = top_n, floor, False
+
+    def __call__(self, ids: list[pa.Array], x: np.ndarray) -> pa.RecordBatch:
+        """One output batch: ``ids`` (account, farm, component) and the scores of ``x``."""
+        scores = None
+        if self.compiled is not None:
+            scores = self.compiled.predict(x, n_jobs=1)
+            if not self.checked:
+                check_agreement(self.model, x[:AGREEMENT_ROWS], scores[:AGREEMENT_ROWS])
+                self.checked = True
+        scores, reasons, own = explain(self.model, x, self.top_n, self.floor, 1, scores)
+        return pa.RecordBatch.from_arrays(
+            [*ids, pa.array(scores, pa.float64()), reasons, pa.array(own, pa.bool_())],
+            schema=_BATCH_ARROW_SCHEMA,
+        )
+
+
+def _checked(booster: lgb.Booster, columns: list[str], evaluator: str) -> list[str]:
+    """The booster's features, after checking the table has them and the evaluator exists."""
+    needed = list(booster.feature_name())
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise ValueError(f"features are missing columns the model expects: {missing}")
+    if evaluator not in ("compiled", "lightgbm"):
+        raise ValueError(f"unknown evaluator {evaluator!r}: use 'compiled' or 'lightgbm'")
+    return needed
+
+
 def score_accounts(
     features: DataFrame,
     booster: lgb.Booster,
     model_version: str,
     top_n: int = 3,
     explain_min_score: float = 0.0,
+    evaluator: Evaluator = "compiled",
 ) -> DataFrame:
-    """Score every account in Spark (``mapInArrow``) and attach reasons.
+    """Score every account of a DataFrame in Spark (``mapInArrow``) and attach reasons.
 
     The features travel to Python as one ``array<double>`` column (packed by the JVM), which
     Arrow hands over as a single buffer: about a third cheaper than one column per feature.
-    Each task's LightGBM uses one thread (Spark already runs one task per core). Every account
-    scoring ``explain_min_score`` or more gets its top ``top_n`` reasons; the others (no
-    action) get none, which keeps scoring near plain ``predict`` speed.
+    Scores come from the compiled forest (``evaluator="compiled"``, see
+    :func:`compile_forest`; each task first checks it against LightGBM on
+    :data:`AGREEMENT_ROWS` rows) or from LightGBM (``"lightgbm"``), one thread per task (Spark
+    already runs one task per core). Every account scoring ``explain_min_score`` or more gets
+    its top ``top_n`` reasons from LightGBM's ``pred_contrib``; the others (no action) get
+    none, which keeps scoring near plain prediction speed. A features table on disk is
+    cheaper to score with :func:`score_parquet`.
 
     Raises:
-        ValueError: the features table lacks a column the model was trained on.
+        ValueError: the features table lacks a column the model was trained on, or the
+            evaluator is unknown.
     """
-    needed = list(booster.feature_name())
-    missing = [c for c in needed if c not in features.columns]
-    if missing:
-        raise ValueError(f"features are missing columns the model expects: {missing}")
+    needed = _checked(booster, features.columns, evaluator)
     model_text = booster.model_to_string()
+    forest = compile_forest(booster) if evaluator == "compiled" else None
     width = len(needed)
 
     def score_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        model = lgb.Booster(model_str=model_text)
+        score = _TaskScorer(model_text, forest, top_n, explain_min_score)
         for batch in batches:
-            # nulls in the features become NaN, which LightGBM treats as missing
-            x = batch.column("_x").flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
-            scores, reasons, own = explain(model, x, top_n, explain_min_score, threads=1)
-            yield pa.RecordBatch.from_arrays(
-                [
-                    batch.column("account_id"),
-                    batch.column("farm_id"),
-                    batch.column("component_id"),
-                    pa.array(scores, pa.float64()),
-                    pa.array(reasons, pa.list_(pa.string())),
-                    pa.array(own, pa.bool_()),
-                ],
-                schema=_BATCH_ARROW_SCHEMA,
-            )
+            if batch.num_rows:
+                # nulls in the features become NaN, which both evaluators treat as missing
+                x = batch.column("_x").flatten().to_numpy(zero_copy_only=False)
+                yield score([batch.column(i) for i in range(3)], x.reshape(-1, width))
 
     packed = features.select(
         "account_id",
@@ -272,3 +423,127 @@ def score_accounts(
     )
     scored = packed.mapInArrow(score_batches, _BATCH_SCHEMA)
     return scored.withColumn("model_version", F.lit(model_version))
+
+
+def score_parquet(
+    spark: SparkSession,
+    path: str,
+    booster: lgb.Booster,
+    model_version: str,
+    top_n: int = 3,
+    explain_min_score: float = 0.0,
+    evaluator: Evaluator = "compiled",
+    max_rows_per_task: int | None = None,
+) -> tuple[DataFrame, str]:
+    """Score a features table stored as Parquet; the executors read the files themselves.
+
+    :func:`score_accounts` moves every feature value from the JVM to Python, which on 1M rows
+    costs more than the scoring (``benchmarks/bench_scoring.py``). Here Spark only hands each
+    task a list of Parquet row-group slices; the task reads them with pyarrow, straight into
+    the matrix the model takes, and returns the same rows and columns as
+    :func:`score_accounts` (the same scores and reasons: the values are the same doubles).
+    Files an executor cannot open as a local path (``s3a://``, ``hdfs://``) are scored through
+    :func:`score_accounts` instead. Returns the scores and which way was taken (``"parquet"``
+    or ``"dataframe"``).
+
+    Each task gets a slice of one row group: at most ``max_rows_per_task`` rows (default: the
+    table spread over Spark's default parallelism, at least :data:`_MIN_TASK_ROWS`), so a table
+    written as one big row group still keeps every core busy.
+
+    Raises:
+        ValueError: the table lacks a column the model was trained on, or the evaluator is
+            unknown.
+    """
+    table = spark.read.parquet(path)
+    needed = _checked(booster, table.columns, evaluator)
+    local = [_local_path(f) for f in sorted(table.inputFiles())]
+    units = (
+        [] if None in local else _slices(local, max_rows_per_task or _rows_per_task(spark, local))
+    )
+    if not units:  # not local to the executors, or empty: nothing to hand out
+        scored = score_accounts(table, booster, model_version, top_n, explain_min_score, evaluator)
+        return scored, "dataframe"
+    columns = ["account_id", "farm_id", "component_id", *needed]
+    model_text = booster.model_to_string()
+    forest = compile_forest(booster) if evaluator == "compiled" else None
+
+    def score_units(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        score = _TaskScorer(model_text, forest, top_n, explain_min_score)
+        for batch in batches:
+            for unit in batch.to_pylist():
+                for part in _read_slice(unit, columns):
+                    ids = [_as_string(part.column(c)) for c in columns[:3]]
+                    yield score(ids, _matrix(part, needed))
+
+    work = spark.createDataFrame(
+        units, "file string, row_group int, start long, stop long"
+    ).repartition(len(units))
+    scored = work.mapInArrow(score_units, _BATCH_SCHEMA)
+    return scored.withColumn("model_version", F.lit(model_version)), "parquet"
+
+
+_READ_ROWS = 65_536  # rows per pyarrow batch: about 50 MB of features at 100 columns
+_MIN_TASK_ROWS = 65_536  # smaller slices cost more in task overhead than they spread
+
+
+def _rows_per_task(spark: SparkSession, files: list[str]) -> int:
+    """The table's rows over Spark's default parallelism (shuffle partitions over Connect)."""
+    try:
+        parallelism = spark.sparkContext.defaultParallelism
+    except Exception:  # noqa: BLE001 (Spark Connect has no SparkContext)
+        parallelism = int(spark.conf.get("spark.sql.shuffle.partitions") or 1)
+    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    return max(_MIN_TASK_ROWS, math.ceil(total / max(1, parallelism)))
+
+
+def _slices(files: list[str], max_rows: int) -> list[tuple[str, int, int, int]]:
+    """``(file, row_group, start, stop)`` units of at most ``max_rows`` rows, in equal slices."""
+    units = []
+    for file in files:
+        meta = pq.ParquetFile(file).metadata
+        for group in range(meta.num_row_groups):
+            rows = meta.row_group(group).num_rows
+            step = math.ceil(rows / max(1, math.ceil(rows / max_rows))) if rows else 1
+            units += [
+                (file, group, start, min(rows, start + step)) for start in range(0, rows, step)
+            ]
+    return units
+
+
+def _read_slice(unit: dict, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """Rows ``start`` to ``stop`` of one row group (pyarrow decodes the group from its start)."""
+    offset = 0
+    for part in pq.ParquetFile(unit["file"]).iter_batches(
+        batch_size=_READ_ROWS, row_groups=[unit["row_group"]], columns=columns
+    ):
+        end = offset + part.num_rows
+        first, last = max(unit["start"], offset), min(unit["stop"], end)
+        if first < last:
+            yield part.slice(first - offset, last - first)
+        offset = end
+        if offset >= unit["stop"]:
+            return
+
+
+def _local_path(uri: str) -> str | None:
+    """The filesystem path of a ``file:`` URI (or a bare path); None for any other scheme."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return unquote(parsed.path)
+    return None
+
+
+def _matrix(batch: pa.RecordBatch, names: list[str]) -> np.ndarray:
+    """The features as a float64 matrix; nulls become NaN (missing, for both evaluators).
+
+    Row-major (C order), the layout the compiled forest reads without a copy.
+    """
+    x = np.empty((batch.num_rows, len(names)), dtype=np.float64)
+    for j, name in enumerate(names):
+        column = pc.cast(batch.column(name), pa.float64())
+        x[:, j] = column.to_numpy(zero_copy_only=False)  # nulls -> NaN
+    return x
+
+
+def _as_string(column: pa.Array) -> pa.Array:
+    return column if pa.types.is_string(column.type) else pc.cast(column, pa.string())

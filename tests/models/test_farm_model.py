@@ -1,16 +1,30 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.config import ModelSettings
 from jobs.features import FEATURE_COLUMNS
-from jobs.score import reason_text, score_accounts
+from jobs.score import (
+    CompiledForest,
+    _local_path,
+    _slices,
+    check_agreement,
+    compile_forest,
+    load_forest,
+    reason_text,
+    score_accounts,
+    score_parquet,
+)
 from models.farm_model import (
     ModelUnavailableError,
     build_training_set,
@@ -223,6 +237,87 @@ def test_scoring_in_spark_matches_the_booster(spark):
     assert list(partial.loc[~low, "reasons"].map(list)) == list(
         scored.loc[~low.to_numpy(), "reasons"].map(list)
     )
+
+
+def test_scoring_from_parquet_files_equals_scoring_the_dataframe(spark, tmp_path):
+    feats, labels = world(900, seed=8)
+    f, lab = spark_frames(spark, feats, labels)
+    booster = train(build_training_set(f, lab, 0.3), SETTINGS)
+    # nulls (missing to the model), a long column, several files and several row groups each
+    holed = f.withColumn(
+        "decline_rate",
+        F.when(F.col("account_id").endswith("3"), None).otherwise(F.col("decline_rate")),
+    ).withColumn("n_instruments", F.round(F.col("n_instruments") * 10).cast("long"))
+    path = str(tmp_path / "features")
+    holed.repartition(3).write.option("parquet.block.size", 4096).parquet(path)
+    groups = [pq.ParquetFile(p).metadata.num_row_groups for p in Path(path).glob("*.parquet")]
+    assert len(groups) == 3 and min(groups) > 1
+    floor = 0.3
+    from_files, way = score_parquet(spark, path, booster, "7", 3, explain_min_score=floor)
+    assert way == "parquet"
+    got = from_files.toPandas().sort_values("account_id", ignore_index=True)
+    want = (
+        score_accounts(spark.read.parquet(path), booster, "7", 3, floor)
+        .toPandas()
+        .sort_values("account_id", ignore_index=True)
+    )
+    assert len(got) == 900 and got["account_id"].is_unique
+    assert (got["score"].to_numpy() == want["score"].to_numpy()).all()  # the same bits
+    assert got["reasons"].map(list).tolist() == want["reasons"].map(list).tolist()
+    assert got.drop(columns="reasons").equals(want.drop(columns="reasons"))
+    assert (got["score"] >= floor).any() and got["reasons"].map(len).gt(0).any()
+    # LightGBM's own trees give the same scores (to rounding) and the same reasons
+    plain, _ = score_parquet(spark, path, booster, "7", 3, floor, evaluator="lightgbm")
+    plain = plain.toPandas().sort_values("account_id", ignore_index=True)
+    np.testing.assert_allclose(plain["score"], got["score"], rtol=0, atol=1e-12)
+    assert plain["reasons"].map(list).tolist() == got["reasons"].map(list).tolist()
+    # row groups cut into slices of at most 70 rows, one per task: the same rows, once each
+    files = [str(p) for p in Path(path).glob("*.parquet")]
+    assert len(_slices(files, 70)) > sum(groups)  # some row group is cut
+    sliced, _ = score_parquet(spark, path, booster, "7", 3, floor, max_rows_per_task=70)
+    sliced = sliced.toPandas().sort_values("account_id", ignore_index=True)
+    assert sliced["account_id"].is_unique
+    assert sliced.drop(columns="reasons").equals(got.drop(columns="reasons"))
+    f.drop("max_share_device").write.parquet(str(tmp_path / "no_device"))
+    with pytest.raises(ValueError, match="max_share_device"):
+        score_parquet(spark, str(tmp_path / "no_device"), booster, "7")
+    with pytest.raises(ValueError, match="unknown evaluator"):
+        score_parquet(spark, path, booster, "7", evaluator="xgboost")
+
+
+def test_only_local_files_are_read_by_the_executors():
+    assert _local_path("file:///tmp/run/features/part-0.parquet") == (
+        "/tmp/run/features/part-0.parquet"
+    )
+    assert _local_path("file:/tmp/a%20b/part-0.parquet") == "/tmp/a b/part-0.parquet"
+    assert _local_path("s3a://bucket/runs/features/part-0.parquet") is None
+    assert _local_path("hdfs://nn/runs/features/part-0.parquet") is None
+
+
+def test_the_compiled_forest_predicts_what_lightgbm_predicts_and_is_rebuilt_for_another_cpu():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(4000, 12))
+    x[rng.random(x.shape) < 0.15] = np.nan  # trees learn where missing values go
+    y = (np.nan_to_num(x[:, 0]) + np.nan_to_num(x[:, 3]) * np.isnan(x[:, 5]) > 0.4).astype(int)
+    booster = lgb.train(
+        {"objective": "binary", "num_leaves": 15, "verbose": -1, "seed": 1},
+        lgb.Dataset(x, y),
+        num_boost_round=80,
+    )
+    probe = rng.normal(size=(3000, 12))
+    probe[rng.random(probe.shape) < 0.3] = np.nan
+    probe[:5] = np.nan  # rows with nothing known
+    expected = booster.predict(probe)
+    forest = compile_forest(booster)
+    got = load_forest(forest).predict(probe, n_jobs=1)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    check_agreement(booster, probe, got)
+    with pytest.raises(RuntimeError, match="differ from LightGBM's"):
+        check_agreement(booster, probe, got + 1e-6)
+    # code compiled for another CPU is never run: the worker compiles the model again
+    foreign = CompiledForest(forest.model_text, b"not machine code", "some-other-cpu;+avx9")
+    rebuilt = load_forest(foreign).predict(probe, n_jobs=1)
+    np.testing.assert_allclose(rebuilt, expected, rtol=0, atol=1e-12)
 
 
 def test_every_feature_has_a_readable_reason():
