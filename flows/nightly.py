@@ -90,6 +90,8 @@ def features_task(settings: Settings, run_date: str, run_dir: Path) -> int:
         communities.load(spark, run_dir),
         window_end,
         run_dir,
+        settings.graph.neighbour_backend,
+        settings.graph.neighbour_local_max_paths,
     )
     return table.count()
 

@@ -88,6 +88,14 @@ class GraphSettings(_Section):
     entity_degree_cap_by_type: dict[str, int] = Field(default_factory=dict)
     components_backend: Literal["auto", "local", "spark", "graphframes"] = "auto"
     local_max_edges: int = 30_000_000
+    neighbour_backend: Literal["auto", "local", "spark"] = Field(
+        default="auto",
+        description="2-hop neighbourhood features: on the driver (local), in Spark, or by size.",
+    )
+    neighbour_local_max_paths: int = Field(
+        default=200_000_000,
+        description="Largest 2-hop expansion (two-step paths) 'auto' computes on the driver.",
+    )
     spark_max_iterations: int = 60
     spark_checkpoint_interval: int = 2
     min_farm_size: int = 5

@@ -21,7 +21,12 @@ from pyspark.sql import functions as F
 
 from jobs.graph import ENTITY_TYPES, ip24, require_columns
 from jobs.moments import moment_mean, moment_std, moment_sums
-from jobs.neighbourhood import neighbour_aggregates, neighbour_feature_names
+from jobs.neighbourhood import (
+    LOCAL_MAX_PATHS,
+    NeighbourBackend,
+    neighbour_aggregates,
+    neighbour_feature_names,
+)
 
 _HOURS_ORIGIN = 1_577_836_800  # 2020-01-01T00:00:00Z in Unix seconds
 
@@ -436,8 +441,14 @@ def run(
     graph: dict[str, DataFrame],
     window_end: datetime,
     run_dir: Path,
+    neighbour_backend: NeighbourBackend = "auto",
+    neighbour_local_max_paths: int = LOCAL_MAX_PATHS,
 ) -> DataFrame:
-    """Compute and write ``<run_dir>/features``; returns the written table."""
+    """Compute and write ``<run_dir>/features``; returns the written table.
+
+    ``neighbour_backend`` and ``neighbour_local_max_paths`` choose where the neighbourhood
+    features are computed (:func:`jobs.neighbourhood.neighbour_aggregates`).
+    """
     accounts = account_features(
         tables["signups"],
         tables["payments"],
@@ -464,6 +475,8 @@ def run(
         NEIGHBOUR_SOURCE_FEATURES,
         hops=2,
         max_degree=NEIGHBOUR_MAX_DEGREE,
+        backend=neighbour_backend,
+        local_max_paths=neighbour_local_max_paths,
     )
     known_bad = known_bad_members(graph["communities"], tables["labels"], window_end)
     features = feature_table(accounts, graph["communities"], groups, neighbours, known_bad)

@@ -31,7 +31,7 @@ FRACTION_BITS = 20
 MAX_ABS_VALUE = 1_000_000.0
 _PARTS = ("n", "nan", "a", "b", "aa", "ab", "bb")
 # below this share of the mean square a variance is double rounding, not spread
-_NOISE = 1e-12
+NOISE = 1e-12
 
 
 def moment_sums(x: Column, tag: str) -> list[Column]:
@@ -101,5 +101,5 @@ def moment_std(tag: str) -> Column:
     n = _part(tag, "n")
     mean_square = squares / n
     variance = mean_square - (total / n) * (total / n)
-    spread = F.when(variance <= _NOISE * mean_square, F.lit(0.0)).otherwise(F.sqrt(variance))
+    spread = F.when(variance <= NOISE * mean_square, F.lit(0.0)).otherwise(F.sqrt(variance))
     return _finish(tag, spread)

@@ -6,10 +6,12 @@ In: a node table (an id column plus numeric feature columns) and undirected edge
 - :func:`neighbour_aggregates`: mean, max and population standard deviation of every feature over
   the node's distinct 1-hop neighbours and over its distinct neighbours within 2 hops, with the
   neighbour counts (mean and deviation are exact moments, :mod:`jobs.moments`: the same bits
-  however Spark partitions the rows);
+  however Spark partitions the rows). Two backends give the same bits: ``spark`` (joins and
+  aggregations) and ``local`` (sparse matrix products on the driver, for graphs whose 2-hop
+  expansion fits in memory; ``auto`` picks it when it does);
 - :func:`component_features`: connected-component id, size, log size and edge density.
-Called by :mod:`models.evaluate_graph` (``farmwatch evaluate-graph``) and the tests. Every
-function is DataFrame in, DataFrame out; no Python UDFs.
+Called by :mod:`jobs.features`, :mod:`models.evaluate_graph` (``farmwatch evaluate-graph``) and
+the tests. Every function is DataFrame in, DataFrame out; no Python UDFs.
 
 Edges that touch an id absent from the node table are ignored here; callers that read untrusted
 files count and report them first (see :func:`models.evaluate_graph.read_labelled_graph`).
@@ -18,17 +20,27 @@ files count and report them first (see :func:`models.evaluate_graph.read_labelle
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.sparse as sp
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.components import connected_components
 from jobs.config import GraphSettings
 from jobs.graph import require_columns
-from jobs.moments import moment_mean, moment_std, moment_sums
+from jobs.moments import FRACTION_BITS, MAX_ABS_VALUE, NOISE, moment_mean, moment_std, moment_sums
 
 NEIGHBOUR_STATISTICS = ("mean", "max", "std")
 COMPONENT_FEATURES = ("component_size", "component_log_size", "component_density")
+NeighbourBackend = Literal["auto", "spark", "local"]
+# two-step paths (sum of squared degrees of the nodes expanded through) ``auto`` expands on the
+# driver: the 1M world has 107M, which peaked at 3.3 GiB of driver (Python) memory
+LOCAL_MAX_PATHS = 200_000_000
+_MAX_GROUP = 1 << 23  # the exact-moments limit on a neighbourhood's size (jobs.moments)
 
 
 def neighbour_pairs(nodes: DataFrame, edges: DataFrame, id_column: str = "account_id") -> DataFrame:
@@ -73,6 +85,8 @@ def neighbour_aggregates(
     hops: int = 2,
     max_degree: int = 200,
     id_column: str = "account_id",
+    backend: NeighbourBackend = "auto",
+    local_max_paths: int = LOCAL_MAX_PATHS,
 ) -> DataFrame:
     """Summaries of each node's neighbours' features, over 1 hop and within 2 hops.
 
@@ -90,6 +104,12 @@ def neighbour_aggregates(
     without neighbours gets count 0 and null aggregates (callers decide how to fill: LightGBM
     treats null as missing). Edges as in :func:`neighbour_pairs`.
 
+    ``backend="local"`` collects the nodes and edges to the driver and computes the same
+    figures with sparse matrix products (:func:`_local_aggregates`), bit for bit: the moments
+    are the same integer sums and the same double operations, the maximum is order-free.
+    ``"auto"`` does so when the node ids are unique and non-null and the 2-hop expansion has at
+    most ``local_max_paths`` two-step paths, else it runs the ``"spark"`` plan.
+
     Args:
         node_features: one row per node: ``id_column`` and ``feature_columns``.
         edges: ``src, dst``; undirected, duplicates and self loops allowed.
@@ -97,13 +117,17 @@ def neighbour_aggregates(
         hops: 1 (``N1`` only) or 2 (``N1`` and ``N2``).
         max_degree: nodes of higher degree are not expanded through for ``N2``.
         id_column: name of the node id column.
+        backend: ``auto``, ``spark`` or ``local`` (see above).
+        local_max_paths: the largest 2-hop expansion ``auto`` computes on the driver.
 
     Returns:
         ``id_column``, then for each hop ``nbr<h>_count`` (long) and the aggregates (double),
         one row per node of ``node_features``.
 
     Raises:
-        ValueError: a required column is missing, or ``hops``/``max_degree`` is out of range.
+        ValueError: a required column is missing, ``hops``/``max_degree``/``backend`` is out of
+            range, a value is beyond the exact-moments range, or ``local`` was asked for with
+            null or repeated node ids.
     """
     require_columns(node_features, "node_features", (id_column, *feature_columns))
     require_columns(edges, "edges", ("src", "dst"))
@@ -113,6 +137,15 @@ def neighbour_aggregates(
         raise ValueError(f"hops must be 1 or 2, got {hops}")
     if max_degree < 1:
         raise ValueError(f"max_degree must be at least 1, got {max_degree}")
+    if backend not in ("auto", "spark", "local"):
+        raise ValueError(f"unknown backend {backend!r}: use 'auto', 'spark' or 'local'")
+    if backend != "spark":
+        limit = None if backend == "local" else local_max_paths
+        local = _local_aggregates(
+            node_features, edges, feature_columns, hops, max_degree, id_column, limit
+        )
+        if local is not None:
+            return local
 
     adjacency = neighbour_pairs(node_features, edges, id_column).select(
         F.col(id_column).alias("_node"), F.col("neighbour_id").alias("_neighbour")
@@ -171,6 +204,139 @@ def neighbour_aggregates(
             for stat in NEIGHBOUR_STATISTICS
         ]
     return out.select(*selected)
+
+
+def _local_aggregates(
+    node_features: DataFrame,
+    edges: DataFrame,
+    feature_columns: Sequence[str],
+    hops: int,
+    max_degree: int,
+    id_column: str,
+    max_paths: int | None,
+) -> DataFrame | None:
+    """:func:`neighbour_aggregates` on the driver; None when ``max_paths`` rules it out.
+
+    The adjacency ``A`` is a 0/1 sparse matrix over the node codes (sorted ids); ``N2`` is
+    ``A + A E A`` with ``E`` the nodes that may be expanded through, its diagonal removed and
+    its entries set to 1. Each neighbourhood's exact-moment sums are one integer matrix
+    product; each maximum is a ``reduceat`` over the row's neighbours.
+    """
+    spark = node_features.sparkSession
+    id_type = node_features.schema[id_column].dataType
+    nodes = node_features.select(
+        id_column, *[F.col(c).cast("double").alias(c) for c in feature_columns]
+    ).toArrow()
+    ids = nodes.column(id_column).combine_chunks()
+    if ids.null_count or len(pc.unique(ids)) != len(ids):
+        if max_paths is None:
+            raise ValueError("the local backend needs unique, non-null node ids")
+        return None
+    n = len(ids)
+    order = pc.sort_indices(ids).to_numpy()
+    code = np.empty(n, dtype=np.int64)
+    code[order] = np.arange(n)  # node row -> its code
+    ranked = ids.take(pa.array(order))
+    links = edges.select(F.col("src").cast(id_type), F.col("dst").cast(id_type)).toArrow()
+    ends = [pc.index_in(links.column(i), value_set=ranked) for i in (0, 1)]
+    known = pc.and_(pc.is_valid(ends[0]), pc.is_valid(ends[1]))
+    src, dst = (pc.filter(e, known).to_numpy().astype(np.int64) for e in ends)
+    loops = src == dst
+    src, dst = src[~loops], dst[~loops]
+    ones = np.ones(2 * len(src), dtype=np.int32)
+    adjacency = sp.csr_matrix(
+        (ones, (np.concatenate([src, dst]), np.concatenate([dst, src]))), shape=(n, n)
+    )
+    adjacency.data[:] = 1  # duplicates were summed
+    degree = np.diff(adjacency.indptr)
+    hoods = {1: adjacency}
+    if hops == 2:
+        expandable = degree <= max_degree
+        paths = int(np.square(degree[expandable].astype(np.int64)).sum())
+        if max_paths is not None and paths > max_paths:
+            return None
+        through = adjacency @ sp.diags_array(expandable, format="csr", dtype=np.int32)
+        within = (adjacency + through @ adjacency).tocsr()
+        within = (
+            within - sp.diags_array(within.diagonal(), format="csr", dtype=within.dtype)
+        ).tocsr()
+        within.eliminate_zeros()  # the node itself is not its own neighbour
+        within.data[:] = 1
+        within = within.astype(np.int32)  # integer all through: the sums stay exact
+        hoods[2] = within
+    values = np.empty((n, len(feature_columns)))  # rows in code order; nulls are NaN here
+    missing = np.empty((n, len(feature_columns)), dtype=bool)
+    for j, column in enumerate(feature_columns):
+        values[:, j] = nodes.column(column).to_numpy(zero_copy_only=False)[order]
+        missing[:, j] = pc.is_null(nodes.column(column)).to_numpy(zero_copy_only=False)[order]
+    parts = _moment_parts(values, missing, feature_columns)
+    out: dict[str, pa.Array] = {id_column: ranked}
+    for hop, hood in hoods.items():
+        count = np.diff(hood.indptr)
+        if count.max(initial=0) > _MAX_GROUP:
+            raise ValueError(f"a {hop}-hop neighbourhood exceeds the exact-moments limit")
+        sums = np.asarray(hood @ parts)
+        assert sums.dtype == np.int64, sums.dtype  # integer sums: exact in any order
+        out[f"nbr{hop}_count"] = pa.array(count.astype(np.int64))
+        for j, column in enumerate(feature_columns):
+            mean, std = _moment_figures(sums[:, 7 * j : 7 * j + 7])
+            top = _row_max(hood, np.where(missing[:, j], -np.inf, values[:, j]), count)
+            out[f"nbr{hop}_mean_{column}"] = mean
+            present = sums[:, 7 * j] + sums[:, 7 * j + 1]  # values and NaNs: the non-nulls
+            out[f"nbr{hop}_max_{column}"] = pa.array(top, mask=present == 0)
+            out[f"nbr{hop}_std_{column}"] = std
+    names = [id_column, *neighbour_feature_names(feature_columns, hops)]
+    table = pa.table({name: out[name] for name in names})
+    return spark.createDataFrame(table).select(
+        F.col(id_column).cast(id_type).alias(id_column), *names[1:]
+    )
+
+
+def _moment_parts(values: np.ndarray, missing: np.ndarray, columns: Sequence[str]) -> np.ndarray:
+    """Per node and feature the seven exact-moment parts of :func:`jobs.moments.moment_sums`.
+
+    Columns ``7 j .. 7 j + 6`` are feature ``j``'s ``n, nan, a, b, aa, ab, bb``.
+    """
+    nan = np.isnan(values) & ~missing
+    valid = ~missing & ~nan
+    beyond = valid & ~(np.abs(np.where(valid, values, 0.0)) <= MAX_ABS_VALUE)
+    if beyond.any():
+        row, col = np.argwhere(beyond)[0]
+        raise ValueError(
+            f"exact moments {columns[col]}: value {values[row, col]} is beyond +-{MAX_ABS_VALUE:g}"
+        )
+    x = np.where(valid, values, 0.0)
+    whole = np.floor(x)
+    a = whole.astype(np.int64)
+    b = ((x - whole) * float(1 << FRACTION_BITS)).astype(np.int64)  # truncated, as the cast
+    parts = np.stack([valid, nan, a, b, a * a, a * b, b * b], axis=2).astype(np.int64)
+    return parts.reshape(len(values), 7 * values.shape[1])
+
+
+def _moment_figures(sums: np.ndarray) -> tuple[pa.Array, pa.Array]:
+    """Mean and spread from the summed parts: :func:`jobs.moments.moment_mean` and ``_std``."""
+    n, nan, a, b, aa, ab, bb = (sums[:, i].astype(np.float64) for i in range(7))
+    unit = float(1 << FRACTION_BITS)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        total = a + b / unit
+        squares = aa + 2.0 * ab / unit + bb / (unit * unit)
+        mean = total / n
+        mean_square = squares / n
+        variance = mean_square - (total / n) * (total / n)
+        spread = np.where(variance <= NOISE * mean_square, 0.0, np.sqrt(variance))
+    empty = n == 0
+    mean = np.where(nan > 0, np.nan, mean)
+    spread = np.where(nan > 0, np.nan, spread)
+    return pa.array(mean, mask=empty), pa.array(spread, mask=empty)
+
+
+def _row_max(hood: sp.csr_matrix, values: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """The largest value over each row's columns (NaN wins, as in Spark); NaN for empty rows."""
+    top = np.full(len(count), np.nan)
+    rows = count > 0
+    if rows.any():
+        top[rows] = np.maximum.reduceat(values[hood.indices], hood.indptr[:-1][rows])
+    return top
 
 
 def neighbour_feature_names(feature_columns: Sequence[str], hops: int = 2) -> tuple[str, ...]:

@@ -39,9 +39,13 @@ def test_neighbour_aggregates_are_bit_identical_under_any_partitioning(spark):
     before = spark.conf.get("spark.sql.shuffle.partitions")
     try:
         spark.conf.set("spark.sql.shuffle.partitions", "1")
-        first = neighbour_aggregates(node_a, edge_a, ["x", "y"], max_degree=40).collect()
+        first = neighbour_aggregates(
+            node_a, edge_a, ["x", "y"], max_degree=40, backend="spark"
+        ).collect()
         spark.conf.set("spark.sql.shuffle.partitions", "5")
-        second = neighbour_aggregates(node_b, edge_b, ["x", "y"], max_degree=40).collect()
+        second = neighbour_aggregates(
+            node_b, edge_b, ["x", "y"], max_degree=40, backend="spark"
+        ).collect()
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", before)
     assert _exact(first) == _exact(second)
