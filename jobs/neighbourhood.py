@@ -276,7 +276,8 @@ def _local_aggregates(
         if count.max(initial=0) > _MAX_GROUP:
             raise ValueError(f"a {hop}-hop neighbourhood exceeds the exact-moments limit")
         sums = np.asarray(hood @ parts)
-        assert sums.dtype == np.int64, sums.dtype  # integer sums: exact in any order
+        if sums.dtype != np.int64:  # the sums must be integers to be exact in any order
+            raise TypeError(f"neighbourhood moment sums came out as {sums.dtype}, not int64")
         out[f"nbr{hop}_count"] = pa.array(count.astype(np.int64))
         for j, column in enumerate(feature_columns):
             mean, std = _moment_figures(sums[:, 7 * j : 7 * j + 7])
