@@ -96,6 +96,23 @@ def test_broken_rows_are_quarantined_with_their_reason(spark):
     assert any('"requests":"abc"' in raw for _, raw in reasons(quarantined))
 
 
+def test_the_copy_kept_is_the_one_whose_json_sorts_first_whatever_the_input_order(spark):
+    copies = [
+        usage_row("k", requests="7"),
+        usage_row("k", requests="10"),  # "10" < "7" as JSON text: this one is kept
+        usage_row("k", requests="9"),
+        usage_row("k", requests="-1"),  # a reason keeps it out of the choice
+        usage_row("single", requests="3"),
+    ]
+    for order in (copies, copies[::-1], copies[2:] + copies[:2]):
+        raw = spark.createDataFrame(order, RAW_USAGE).repartition(3)
+        accepted, quarantined, _ = validate_table(raw, API_USAGE, WINDOW)
+        kept = sorted((r["account_id"], r["requests"]) for r in accepted.collect())
+        assert kept == [("k", 10), ("single", 3)]
+        got = [(reason, '"requests":"-1"' in text) for reason, text in reasons(quarantined)]
+        assert got == [("bad_value:requests", True), ("duplicate", False), ("duplicate", False)]
+
+
 def test_disallowed_values_and_window(spark):
     rows = [
         ("a1", D, "pi_1", "411111", "credit", "94107", "US", 20.0, "approved"),
