@@ -145,7 +145,7 @@ def validate_table(
         out_of_window = checked.limit(0).select("account_id")
     raw_json = F.to_json(F.struct(*[F.col(c) for c in contract.column_names]))
     # the copy kept is the one whose JSON sorts first; the JSON is built only for keys with
-    # copies, since sorting every row by a long string doubled the cost of ingest
+    # copies, since sorting every row by a long string was most of ingest's cost
     by_key = Window.partitionBy(*contract.natural_key)
     clean = checked.where(F.col(REASON).isNull()).withColumn(
         "_copies", F.count(F.lit(1)).over(by_key)
