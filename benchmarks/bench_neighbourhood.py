@@ -1,0 +1,116 @@
+"""Benchmark: the neighbourhood features' two backends, ``local`` against ``spark``, on one run.
+
+Takes a run folder that the nightly or training flow left (its ``account_features`` and
+``graph/account_links``) and computes the 1- and 2-hop neighbourhood features exactly as the
+features stage does (:data:`jobs.features.NEIGHBOUR_SOURCE_FEATURES`, degree limit
+:data:`jobs.features.NEIGHBOUR_MAX_DEGREE`), once with each backend, ``--repeats`` times each.
+Each timing includes collecting the result to the driver as Arrow. Then it checks that the two
+backends agree in every column for every account (nulls and NaN in the same places, every other
+value with the same bits) and fails if they do not.
+
+Reports the median seconds per backend, their ratio, the number of differing columns, and the
+peak resident memory of the driver's Python process after the local runs (the local backend
+computes there; the Spark JVM is not included). Writes JSON (default
+``benchmarks/results/neighbourhood.json``).
+
+    .venv/bin/python benchmarks/bench_neighbourhood.py --run <home>/runs/dt=<date>
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from benchkit import bench_home, timed, write_result
+
+
+def differing_columns(local: pa.Table, spark: pa.Table) -> list[str]:
+    """Columns that differ (rows matched by account id).
+
+    Nulls and NaN must be in the same places; every other double must have the same bits.
+    """
+    local = local.sort_by("account_id")
+    spark = spark.sort_by("account_id")
+    if local.num_rows != spark.num_rows or not local["account_id"].equals(spark["account_id"]):
+        return ["account_id"]
+    differ = []
+    for name in local.column_names:
+        a, b = local[name].combine_chunks(), spark[name].combine_chunks()
+        if a.type != b.type or not pc.all(pc.equal(a.is_null(), b.is_null())).as_py():
+            differ.append(name)
+            continue
+        if pa.types.is_floating(a.type):
+            values_a, values_b = np.asarray(a.fill_null(0.0)), np.asarray(b.fill_null(0.0))
+            nan_a, nan_b = np.isnan(values_a), np.isnan(values_b)
+            same = np.array_equal(nan_a, nan_b) and np.array_equal(
+                values_a[~nan_a].view(np.int64), values_b[~nan_b].view(np.int64)
+            )
+            if not same:
+                differ.append(name)
+        elif not a.equals(b):
+            differ.append(name)
+    return differ
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="a run folder (runs/dt=<date>)")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--out", default="benchmarks/results/neighbourhood.json")
+    args = parser.parse_args()
+    bench_home("neighbourhood")
+
+    from flows.runtime import settings_for, spark_for
+    from jobs.features import NEIGHBOUR_MAX_DEGREE, NEIGHBOUR_SOURCE_FEATURES
+    from jobs.neighbourhood import neighbour_aggregates
+
+    settings = settings_for(None)
+    spark = spark_for(settings)
+    run = Path(args.run)
+    accounts = spark.read.parquet(str(run / "account_features")).select(
+        "account_id", *NEIGHBOUR_SOURCE_FEATURES
+    )
+    links = spark.read.parquet(str(run / "graph" / "account_links"))
+
+    def collect(backend: str) -> pa.Table:
+        return neighbour_aggregates(
+            accounts,
+            links,
+            NEIGHBOUR_SOURCE_FEATURES,
+            hops=2,
+            max_degree=NEIGHBOUR_MAX_DEGREE,
+            backend=backend,  # type: ignore[arg-type]
+            local_max_paths=settings.graph.neighbour_local_max_paths,
+        ).toArrow()
+
+    local_s, local_runs, local = timed(lambda: collect("local"), args.repeats)
+    peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    spark_s, spark_runs, on_spark = timed(lambda: collect("spark"), args.repeats)
+    differ = differing_columns(local, on_spark)
+    result: dict[str, Any] = {
+        "benchmark": "neighbourhood",
+        "run": str(run),
+        "accounts": local.num_rows,
+        "links": links.count(),
+        "feature_columns": local.num_columns - 1,
+        "local_seconds": local_s,
+        "local_runs": local_runs,
+        "spark_seconds": spark_s,
+        "spark_runs": spark_runs,
+        "spark_over_local": round(spark_s / local_s, 2),
+        "driver_python_peak_rss_gib_after_local": round(peak_rss_gib, 2),
+        "differing_columns": differ,
+        "machine": {"spark_master": settings.spark.master},
+    }
+    write_result(result, args.out)
+    if differ:
+        raise SystemExit(f"the backends differ in {len(differ)} column(s): {differ}")
+
+
+if __name__ == "__main__":
+    main()
