@@ -28,15 +28,16 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from pyspark.sql import functions as F
 
 from flows.notify import notify
 from flows.runtime import code_version, resolve_run_date, run_dir_for, settings_for, spark_for
 from flows.stages import StageLedger, input_digest, run_lock
 from jobs import communities, features, ingest, publish, report
 from jobs.config import Settings
-from jobs.score import score_parquet
+from jobs.score import ReasonSettings, score_parquet
 from jobs.store import StoreError, StoreUnavailable, store_for
-from models.farm_model import load_champion
+from models.registry import load_champion
 
 
 @task(name="ingest", cache_policy=NO_CACHE)
@@ -81,17 +82,16 @@ def communities_task(settings: Settings, run_dir: Path) -> dict[str, Any]:
 
 @task(name="features", cache_policy=NO_CACHE)
 def features_task(settings: Settings, run_date: str, run_dir: Path) -> int:
-    """Account and community features; returns the number of accounts."""
+    """Account, neighbourhood and group features; returns the number of accounts."""
     spark = spark_for(settings)
     window_end = datetime.fromisoformat(run_date) + timedelta(days=1)
     table = features.run(
         spark,
+        settings,
         ingest.load_accepted(spark, run_dir),
         communities.load(spark, run_dir),
         window_end,
         run_dir,
-        settings.graph.neighbour_backend,
-        settings.graph.neighbour_local_max_paths,
     )
     return table.count()
 
@@ -103,17 +103,17 @@ def load_champion_task(settings: Settings) -> tuple[Any, str]:
 
 
 @task(name="score", cache_policy=NO_CACHE)
-def score_task(settings: Settings, run_dir: Path, booster: Any, version: str) -> int:
+def score_task(settings: Settings, run_dir: Path, model: Any, version: str) -> int:
     """Score every account inside Spark; writes ``<run_dir>/scores``."""
     spark = spark_for(settings)
+    reasons = ReasonSettings(
+        top_n=settings.model.reasons_per_account,
+        min_score=settings.bans.watch_threshold,
+        own_min_score=settings.bans.own_evidence_min_score,
+        reference=json.loads((run_dir / "feature_reference.json").read_text()),
+    )
     scored, way = score_parquet(
-        spark,
-        str(run_dir / "features"),
-        booster,
-        version,
-        settings.model.reasons_per_account,
-        explain_min_score=settings.bans.watch_threshold,
-        evaluator=settings.model.evaluator,
+        spark, str(run_dir / "features"), model, version, reasons, settings.model.evaluator
     )
     get_run_logger().info(
         "scored with the %s trees, features read as %s", settings.model.evaluator, way
@@ -149,7 +149,8 @@ def publish_task(
     """Actions, allowlist, evidence, then a guarded publish (``latest.json`` moves last)."""
     spark = spark_for(settings)
     scores = spark.read.parquet(str(run_dir / "scores"))
-    listed = publish.assign_actions(scores, settings.bans)
+    anomaly = spark.read.parquet(str(run_dir / "group_anomaly"))
+    listed = publish.assign_actions(scores, settings.bans, anomaly)
     allowlisted = None
     if settings.bans.allowlist is not None:
         accepted = ingest.load_accepted(spark, run_dir)
@@ -158,7 +159,10 @@ def publish_task(
         allowlisted = allowlisted_df.toPandas()
     graph = communities.load(spark, run_dir)
     listed, farm_entities = publish.attach_evidence(
-        listed, graph["communities"], graph["account_entities"]
+        listed, graph["communities"], graph["account_entities"], settings.graph.binding_entities
+    )
+    farm_entities = farm_entities.join(
+        anomaly.select("farm_id", F.col("evidence").alias("group_evidence")), "farm_id", "left"
     )
     banlist = listed.toPandas()
     banlist.attrs = {}  # Spark Connect attaches query metrics that pandas cannot serialise
@@ -317,10 +321,18 @@ def nightly_flow(
         ledger = prepare_run(settings, day, run_dir, resume)
         counts, graph_summary = prepare_features(ledger, settings, day, run_dir)
         start = time.perf_counter()
-        booster, version = io_task(load_champion_task, settings)(settings)
+        model, version = io_task(load_champion_task, settings)(settings)
         ledger.seconds["load_champion"] = time.perf_counter() - start
+        # the registry's location too: two registries both have a version "1"
+        registry = settings.model.tracking_uri_for(settings.home)
         scored = ledger.run(
-            "score", score_task, settings, run_dir, booster, version, depends_on=version
+            "score",
+            score_task,
+            settings,
+            run_dir,
+            model,
+            version,
+            depends_on=f"{registry}|{settings.model.registered_model}|{version}",
         )
         target = settings.publish.target_for(settings.home)
         published = ledger.run(

@@ -20,7 +20,8 @@ from flows.nightly import prepare_features, prepare_run
 from flows.runtime import resolve_run_date, run_dir_for, settings_for, spark_for
 from flows.stages import run_lock
 from jobs.config import Settings
-from models.farm_model import build_training_set, train_and_register
+from models.farm_model import build_training_set
+from models.registry import train_and_register
 
 
 @task(name="train-and-register", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)

@@ -131,6 +131,60 @@ class GraphSettings(_Section):
         return self.entity_degree_cap_by_type.get(entity_type, self.entity_degree_cap)
 
 
+class AnomalySettings(_Section):
+    """Group anomaly: farm candidates against random groups of their size (no labels)."""
+
+    seed: int = Field(default=7, description="Seed of the random reference groups.")
+    random_groups: int = Field(default=64, description="Random reference groups per size bin.")
+    min_random_groups: int = Field(
+        default=16, description="Fewest random groups per size bin, whatever the budget."
+    )
+    random_group_budget: int = Field(
+        default=262_144, description="Most memberships of random groups in one size bin."
+    )
+    min_spread: float = Field(
+        default=0.02, gt=0, description="Floor on a signal's spread among random groups."
+    )
+    z_anomalous: float = Field(
+        default=3.0, gt=0, description="z-score at which a signal (and its family) is anomalous."
+    )
+    z_cap: float = Field(default=50.0, gt=0, description="Largest z-score a signal reports.")
+
+
+# Features where more (or, at -1, less) can never mean less suspicious. A constraint keeps a
+# model trained on a few operators from learning "farms have exactly this many accounts per
+# card": an unseen operator that shares more is scored at least as high.
+DEFAULT_MONOTONE: dict[str, Literal[-1, 0, 1]] = {
+    "account_age_days": -1,
+    "requests_cv": -1,
+    "decline_rate": 1,
+    "chargebacks": 1,
+    "virtual_card_share": 1,
+    "ips_per_active_day": 1,
+    **{
+        f"max_share_{t}": 1
+        for t in (
+            "instrument",
+            "device",
+            "ip",
+            "email",
+            "bin_postcode",
+            "ip24_asn_day",
+            "email_shape",
+            "signup_minute_asn",
+            "prompt",
+            "client",
+            "behaviour",
+        )
+    },
+    "account_score": 1,
+    "group_anomalous_families": 1,
+    "group_anomaly": 1,
+    "community_known_bad": 1,
+    "community_known_bad_share": 1,
+}
+
+
 class ModelSettings(_Section):
     """LightGBM training, MLflow tracking and the registry."""
 
@@ -149,12 +203,28 @@ class ModelSettings(_Section):
             "learning_rate": 0.05,
             "num_leaves": 31,
             "min_data_in_leaf": 20,
-            "feature_fraction": 0.9,
+            "feature_fraction": 0.5,
             "bagging_fraction": 0.8,
             "bagging_freq": 1,
             "lambda_l2": 1.0,
             "verbose": -1,
         }
+    )
+    cv_folds: int = Field(
+        default=5, ge=2, description="Cross-validation folds, grouped by farm candidate."
+    )
+    candidates: list[dict[str, Any]] = Field(
+        default_factory=lambda: [
+            {"num_leaves": 7, "min_data_in_leaf": 20},
+            {"num_leaves": 15, "min_data_in_leaf": 10},
+            {"num_leaves": 31, "min_data_in_leaf": 5, "lambda_l2": 5.0},
+        ],
+        description="Overrides of params tried on the grouped folds; the best one is kept.",
+    )
+    monotone: dict[str, Literal[-1, 0, 1]] = Field(
+        default_factory=lambda: dict(DEFAULT_MONOTONE),
+        description="Monotone constraint per feature: +1 more is never less suspicious, -1 "
+        "less is never less suspicious; unnamed features are free.",
     )
     promotion_margin: float = 0.0
     reasons_per_account: int = 3
@@ -183,7 +253,19 @@ class BanSettings(_Section):
     watch_threshold: float = 0.3
     ban_needs_own_evidence: bool = Field(
         default=True,
-        description="Send to review, not ban, an account whose reasons are all about its group.",
+        description="Send to review, not ban, an account without evidence of its own.",
+    )
+    own_evidence_min_score: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Account-model score (the account's own features alone) that is own evidence.",
+    )
+    anomaly_review_families: int = Field(
+        default=4,
+        ge=0,
+        description="Members of a farm candidate anomalous in this many evidence families go "
+        "to review at least (the first-night path); 0 turns it off.",
     )
     allowlist: Path | None = Field(
         default=None,
@@ -247,7 +329,7 @@ class OrchestrationSettings(_Section):
     )
 
 
-_RESULT_SECTIONS = {"ingest", "graph", "model", "bans"}
+_RESULT_SECTIONS = {"ingest", "graph", "anomaly", "model", "bans"}
 
 
 class Settings(BaseSettings):
@@ -264,6 +346,7 @@ class Settings(BaseSettings):
     lake: LakeSettings = LakeSettings()
     ingest: IngestSettings = IngestSettings()
     graph: GraphSettings = GraphSettings()
+    anomaly: AnomalySettings = AnomalySettings()
     model: ModelSettings = ModelSettings()
     bans: BanSettings = BanSettings()
     publish: PublishSettings = PublishSettings()

@@ -1,34 +1,31 @@
-"""Account, neighbourhood and community features for the farm model.
+"""Account, neighbourhood and group features for the farm model.
 
 In: the accepted input tables, ``account_entities`` and ``entity_stats`` from :mod:`jobs.graph`,
-``account_links`` and the ``communities`` table of :mod:`jobs.communities` (``account_id,
-component_id, community_id, farm_id, community_size, component_size, community_density``) and
-the run's window end. Out: one row per account: ``account_id``, ``farm_id``,
-``component_id`` and the numeric columns named in :data:`FEATURE_COLUMNS` (nulls filled with 0,
-all doubles): account features, their mean/max/std over 1-hop and 2-hop neighbours in the
-account graph (:mod:`jobs.neighbourhood`), and features of the account's community. Called by
-the nightly flow's features task and by training; every function is a DataFrame-in,
-DataFrame-out transform.
+``account_links`` and the ``communities`` table of :mod:`jobs.communities` and the run's window
+end. Out: one row per account: ``account_id``, ``farm_id``, ``component_id``, the numeric
+columns named in :data:`FEATURE_COLUMNS` (nulls filled with 0, all doubles) and
+:data:`GROUP_EVIDENCE`: account features, their mean/max/std over 1-hop and 2-hop neighbours in
+the account graph (:mod:`jobs.neighbourhood`), how unlike random groups of its size the
+account's farm candidate is (:mod:`jobs.anomaly`, no labels) and the confirmed farm accounts
+among its group. Called by the nightly flow's features task and by training; every function is
+a DataFrame-in, DataFrame-out transform except :func:`run`.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.graph import ENTITY_TYPES, ip24, require_columns
+from jobs.anomaly import GROUP_ANOMALY_FEATURES, account_profile, group_anomaly
+from jobs.config import Settings
+from jobs.graph import ENTITY_TYPES, require_columns
 from jobs.moments import moment_mean, moment_std, moment_sums
-from jobs.neighbourhood import (
-    LOCAL_MAX_PATHS,
-    NeighbourBackend,
-    neighbour_aggregates,
-    neighbour_feature_names,
-)
-
-_HOURS_ORIGIN = 1_577_836_800  # 2020-01-01T00:00:00Z in Unix seconds
+from jobs.neighbourhood import neighbour_aggregates, neighbour_feature_names
+from jobs.reasons import feature_reference
 
 ACCOUNT_FEATURES = (
     "account_age_days",
@@ -54,22 +51,6 @@ ACCOUNT_FEATURES = (
     "hub_entities",
     *(f"max_share_{t}" for t in ENTITY_TYPES),
 )
-COMMUNITY_FEATURES = (
-    "community_size",
-    "community_log_size",
-    "component_log_size",
-    "community_density",
-    "community_signup_spread_h",
-    "community_signup_burst_share",
-    "community_accounts_per_instrument",
-    "community_accounts_per_device",
-    "community_accounts_per_ip24",
-    "community_email_shape_share",
-    "community_prompt_share",
-    "community_hours_share",
-    "community_mean_decline_rate",
-    "community_mean_age_days",
-)
 # Label-derived: confirmed farm accounts among the other members (never the account's own label).
 KNOWN_BAD_FEATURES = ("community_known_bad", "community_known_bad_share")
 # Account features summarised over each account's neighbours in the account graph (GADBench:
@@ -87,8 +68,11 @@ NEIGHBOUR_SOURCE_FEATURES = (
 NEIGHBOUR_MAX_DEGREE = 200
 NEIGHBOUR_FEATURES = neighbour_feature_names(NEIGHBOUR_SOURCE_FEATURES, hops=2)
 FEATURE_COLUMNS: tuple[str, ...] = (
-    ACCOUNT_FEATURES + NEIGHBOUR_FEATURES + COMMUNITY_FEATURES + KNOWN_BAD_FEATURES
+    ACCOUNT_FEATURES + NEIGHBOUR_FEATURES + GROUP_ANOMALY_FEATURES + KNOWN_BAD_FEATURES
 )
+# per account: what its farm candidate does that random groups of its size do not (sentences,
+# strongest first; empty outside anomalous farm candidates)
+GROUP_EVIDENCE = "group_evidence"
 
 
 def _days_between(later: Column, earlier: Column) -> Column:
@@ -220,140 +204,6 @@ def account_features(
     )
 
 
-def _modal_share(values: DataFrame, group: str, value: str, name: str) -> DataFrame:
-    """Share of the most common ``value`` among a group's rows."""
-    counts = values.groupBy(group, value).count()
-    return counts.groupBy(group).agg((F.max("count") / F.sum("count")).alias(name))
-
-
-def community_features(
-    communities: DataFrame,
-    accounts: DataFrame,
-    signups: DataFrame,
-    payments: DataFrame,
-    ip_events: DataFrame,
-    api_usage: DataFrame,
-) -> DataFrame:
-    """Group-level features of each account's community (the farm candidate).
-
-    Sizes and link density are read from the ``communities`` table, which the communities
-    stage wrote them into (:func:`jobs.communities.assign_farms`,
-    :func:`jobs.communities.describe_communities`); they are not recomputed here.
-
-    Args:
-        communities: ``account_id, community_id, community_size, component_size,
-            community_density`` (every account).
-        accounts: output of :func:`account_features`.
-        signups: accepted signups (for email shapes and signup times).
-        payments: accepted payments.
-        ip_events: accepted IP events.
-        api_usage: accepted API usage.
-
-    Returns:
-        ``community_id`` plus :data:`COMMUNITY_FEATURES`.
-    """
-    require_columns(
-        communities,
-        "communities",
-        (
-            "account_id",
-            "community_id",
-            "community_size",
-            "component_size",
-            "community_density",
-        ),
-    )
-    member = communities.select("account_id", "community_id")
-    # the same on every member row of a community: one row per community
-    described = communities.groupBy("community_id").agg(
-        F.max("community_size").alias("community_size"),
-        F.max("component_size").alias("component_size"),
-        F.max("community_density").alias("community_density"),
-    )
-    signup_hours = signups.select(
-        "account_id",
-        # hours from 2020-01-01: within the exact-moments range (+-1e6 h) for any valid date
-        ((F.unix_timestamp("signup_ts") - _HOURS_ORIGIN) / 3600.0).alias("signup_h"),
-        F.date_trunc("hour", "signup_ts").alias("signup_hour"),
-        F.regexp_replace(
-            F.regexp_replace(F.lower(F.substring_index("email", "@", 1)), "[a-z]+", "a"),
-            "[0-9]+",
-            "9",
-        ).alias("shape"),
-    ).join(member, "account_id")
-    spread = (
-        signup_hours.groupBy("community_id")
-        .agg(*moment_sums(F.col("signup_h"), "_signup_h"))
-        .select("community_id", moment_std("_signup_h").alias("community_signup_spread_h"))
-    )
-    burst = _modal_share(
-        signup_hours, "community_id", "signup_hour", "community_signup_burst_share"
-    )
-    shape = _modal_share(signup_hours, "community_id", "shape", "community_email_shape_share")
-    usage = api_usage.join(member, "account_id")
-    prompt = _modal_share(usage, "community_id", "prompt_signature", "community_prompt_share")
-    hours = _modal_share(usage, "community_id", "active_hours_mask", "community_hours_share")
-    instruments = (
-        payments.join(member, "account_id")
-        .groupBy("community_id")
-        .agg(F.countDistinct("instrument_fingerprint").alias("n_instr"))
-    )
-    devices = (
-        signups.join(member, "account_id")
-        .groupBy("community_id")
-        .agg(F.countDistinct("device_fingerprint").alias("n_dev"))
-    )
-    nets = (
-        ip_events.join(member, "account_id")
-        .groupBy("community_id")
-        .agg(F.countDistinct(ip24(F.col("ip"))).alias("n_ip24"))
-    )
-    means = (
-        accounts.join(member, "account_id")
-        .groupBy("community_id")
-        .agg(
-            *moment_sums(F.col("decline_rate"), "_decline"),
-            *moment_sums(F.col("account_age_days"), "_age"),
-        )
-        .select(
-            "community_id",
-            moment_mean("_decline").alias("community_mean_decline_rate"),
-            moment_mean("_age").alias("community_mean_age_days"),
-        )
-    )
-    out = described
-    for part in (
-        spread,
-        burst,
-        shape,
-        prompt,
-        hours,
-        instruments,
-        devices,
-        nets,
-        means,
-    ):
-        out = out.join(part, "community_id", "left")
-    size = F.col("community_size").cast("double")
-    return out.select(
-        "community_id",
-        size.alias("community_size"),
-        F.log1p(size).alias("community_log_size"),
-        F.log1p(F.col("component_size").cast("double")).alias("component_log_size"),
-        "community_density",
-        "community_signup_spread_h",
-        "community_signup_burst_share",
-        (size / F.greatest(F.col("n_instr"), F.lit(1))).alias("community_accounts_per_instrument"),
-        (size / F.greatest(F.col("n_dev"), F.lit(1))).alias("community_accounts_per_device"),
-        (size / F.greatest(F.col("n_ip24"), F.lit(1))).alias("community_accounts_per_ip24"),
-        "community_email_shape_share",
-        "community_prompt_share",
-        "community_hours_share",
-        "community_mean_decline_rate",
-        "community_mean_age_days",
-    )
-
-
 def known_bad_members(communities: DataFrame, labels: DataFrame, window_end: datetime) -> DataFrame:
     """Known farm accounts among the *other* members of each account's community.
 
@@ -395,22 +245,24 @@ def known_bad_members(communities: DataFrame, labels: DataFrame, window_end: dat
 def feature_table(
     accounts: DataFrame,
     communities: DataFrame,
-    groups: DataFrame,
+    anomaly: DataFrame | None = None,
     neighbours: DataFrame | None = None,
     known_bad: DataFrame | None = None,
 ) -> DataFrame:
-    """Join account, neighbourhood and community features into the model's input table.
+    """Join account, neighbourhood and group features into the model's input table.
 
     Args:
         accounts: :func:`account_features` output.
         communities: ``account_id, component_id, community_id, farm_id``.
-        groups: :func:`community_features` output.
+        anomaly: the ``group_anomaly`` table of :func:`jobs.anomaly.group_anomaly` (missing:
+            the group anomaly features are 0).
         neighbours: :func:`jobs.neighbourhood.neighbour_aggregates` over
             :data:`NEIGHBOUR_SOURCE_FEATURES` (missing: neighbourhood features are 0).
         known_bad: :func:`known_bad_members` (missing: those two features are 0).
 
     Returns:
-        ``account_id, farm_id, component_id`` and :data:`FEATURE_COLUMNS` as doubles, nulls 0.
+        ``account_id, farm_id, component_id``, :data:`FEATURE_COLUMNS` as doubles (nulls 0) and
+        :data:`GROUP_EVIDENCE` (the group's sentences, strongest first).
     """
     require_columns(
         communities, "communities", ("account_id", "component_id", "community_id", "farm_id")
@@ -419,7 +271,26 @@ def feature_table(
         communities.select("account_id", "component_id", "community_id", "farm_id"),
         "account_id",
         "left",
-    ).join(groups, "community_id", "left")
+    )
+    if anomaly is not None:
+        require_columns(
+            anomaly, "group_anomaly", ("community_id", "evidence", *GROUP_ANOMALY_FEATURES)
+        )
+        joined = joined.join(
+            anomaly.select(
+                "community_id",
+                F.col("evidence").alias(GROUP_EVIDENCE),
+                *GROUP_ANOMALY_FEATURES,
+            ),
+            "community_id",
+            "left",
+        )
+    else:
+        joined = joined.select(
+            "*",
+            F.lit(None).cast("array<string>").alias(GROUP_EVIDENCE),
+            *[F.lit(None).alias(c) for c in GROUP_ANOMALY_FEATURES],
+        )
     if neighbours is not None:
         require_columns(neighbours, "neighbour features", ("account_id", *NEIGHBOUR_FEATURES))
         joined = joined.join(neighbours, "account_id", "left")
@@ -437,22 +308,24 @@ def feature_table(
         "farm_id",
         "component_id",
         *[F.coalesce(F.col(c).cast("double"), F.lit(0.0)).alias(c) for c in FEATURE_COLUMNS],
+        F.coalesce(F.col(GROUP_EVIDENCE), F.array().cast("array<string>")).alias(GROUP_EVIDENCE),
     )
 
 
 def run(
     spark: SparkSession,
+    settings: Settings,
     tables: dict[str, DataFrame],
     graph: dict[str, DataFrame],
     window_end: datetime,
     run_dir: Path,
-    neighbour_backend: NeighbourBackend = "auto",
-    neighbour_local_max_paths: int = LOCAL_MAX_PATHS,
 ) -> DataFrame:
-    """Compute and write ``<run_dir>/features``; returns the written table.
+    """Compute and write ``<run_dir>/features`` (and ``group_anomaly``); returns the features.
 
-    ``neighbour_backend`` and ``neighbour_local_max_paths`` choose where the neighbourhood
-    features are computed (:func:`jobs.neighbourhood.neighbour_aggregates`).
+    Also writes ``account_features``, the ``group_anomaly`` table (:mod:`jobs.anomaly`) and
+    ``feature_reference.json`` (what ordinary accounts show, quoted by the reasons). The
+    neighbourhood features are computed where ``graph.neighbour_backend`` says
+    (:func:`jobs.neighbourhood.neighbour_aggregates`).
     """
     accounts = account_features(
         tables["signups"],
@@ -466,24 +339,32 @@ def run(
     path = run_dir / "account_features"
     accounts.write.mode("overwrite").parquet(str(path))
     accounts = spark.read.parquet(str(path))
-    groups = community_features(
-        graph["communities"],
-        accounts,
-        tables["signups"],
-        tables["payments"],
-        tables["ip_events"],
-        tables["api_usage"],
+    reference = feature_reference(accounts, ACCOUNT_FEATURES, settings.anomaly.seed)
+    (run_dir / "feature_reference.json").write_text(json.dumps(reference, indent=1))
+    profile = account_profile(
+        accounts, tables["api_usage"], tables["signups"], settings.ingest.lookback_days
     )
+    anomaly = group_anomaly(
+        spark,
+        graph["communities"],
+        profile,
+        graph["account_entities"],
+        graph["entity_stats"],
+        settings.anomaly,
+        settings.graph.min_entity_concentration,
+    )
+    anomaly.write.mode("overwrite").parquet(str(run_dir / "group_anomaly"))
+    anomaly = spark.read.parquet(str(run_dir / "group_anomaly"))
     neighbours = neighbour_aggregates(
         accounts.select("account_id", *NEIGHBOUR_SOURCE_FEATURES),
         graph["account_links"],
         NEIGHBOUR_SOURCE_FEATURES,
         hops=2,
         max_degree=NEIGHBOUR_MAX_DEGREE,
-        backend=neighbour_backend,
-        local_max_paths=neighbour_local_max_paths,
+        backend=settings.graph.neighbour_backend,
+        local_max_paths=settings.graph.neighbour_local_max_paths,
     )
     known_bad = known_bad_members(graph["communities"], tables["labels"], window_end)
-    features = feature_table(accounts, graph["communities"], groups, neighbours, known_bad)
+    features = feature_table(accounts, graph["communities"], anomaly, neighbours, known_bad)
     features.write.mode("overwrite").parquet(str(run_dir / "features"))
     return spark.read.parquet(str(run_dir / "features"))

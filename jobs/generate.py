@@ -466,6 +466,8 @@ class WorldGenerator:
             d.u("fcard", "idx", F.when(d.u("switch", "idx", "k") < 0.3, F.col("k")).otherwise(0))
             * F.col("n_cards")
         )
+        # an operator buying a card per account (virtual cards by the thousand) never reuses one
+        farm_card = F.when(F.col("accounts_per_card") <= 1, F.col("idx")).otherwise(farm_card)
         card_key = (
             F.when(is_farm, F.concat(F.lit("f"), F.col("operator"), F.lit("_"), farm_card))
             .when(
@@ -585,10 +587,17 @@ class WorldGenerator:
         farm_req = F.col("requests_per_day") * (
             1 + F.col("requests_jitter") * (2 * d.u("freq", "idx", "day") - 1)
         )
+        # a blending farm account behaves like an ordinary user on a share of its days
+        blends = {
+            knob: is_farm & (d.u(knob, "idx", "day") < F.col(knob))
+            for knob in ("volume_blend", "prompt_blend", "schedule_blend")
+        }
         requests = F.greatest(
             F.lit(1),
             F.round(
-                F.when(is_farm, farm_req).when(seg == "power_user", power_req).otherwise(legit_req)
+                F.when(is_farm & ~blends["volume_blend"], farm_req)
+                .when(seg == "power_user", power_req)
+                .otherwise(legit_req)
             ),
         ).cast("long")
         per_token = F.when(is_farm, 2400 + 200 * d.u("tok", "idx", "day")).otherwise(
@@ -601,7 +610,9 @@ class WorldGenerator:
         legit_sig = legit_sig.otherwise(shape(d.u("sig", "idx", "day")))
         template = F.floor(d.u("tmpl", "idx", "day") * F.col("n_prompt_templates"))
         signature = F.when(
-            is_farm & (d.u("use_tmpl", "idx", "day") < F.col("template_share")),
+            is_farm
+            & ~blends["prompt_blend"]
+            & (d.u("use_tmpl", "idx", "day") < F.col("template_share")),
             d.token("ps_", "template", "operator", template),
         ).otherwise(d.token("ps_", "shape", legit_sig.cast("long")))
         farm_start = F.col("schedule_start_hour") + F.when(
@@ -617,7 +628,7 @@ class WorldGenerator:
         legit_len = 2 + F.floor(d.u("hlen", "idx") * 8) + F.floor(d.u("hlen", "idx", "day") * 3)
         mask = (
             F.when(
-                is_farm,
+                is_farm & ~blends["schedule_blend"],
                 self._hours_mask(farm_start.cast("int"), F.col("schedule_hours").cast("int")),
             )
             .when((seg == "power_user") & (d.u("ci", "idx") < 0.6), F.lit(0xFFFFFF))
@@ -664,8 +675,9 @@ class WorldGenerator:
         ).otherwise(first_day)
         span = F.greatest(F.lit(1), spec.window_days - first_day)
         day = first_day + F.floor(d.u("ev_day", "idx", "ev") * span)
+        blended = d.u("schedule_blend", "idx", "ev") < F.col("schedule_blend")
         hour = F.when(
-            is_farm,
+            is_farm & ~blended,
             F.col("schedule_start_hour")
             + F.floor(d.u("ev_h", "idx", "ev") * F.col("schedule_hours")),
         ).otherwise(F.col("tz_start") + F.floor(d.u("ev_h", "idx", "ev") * 10))

@@ -72,16 +72,24 @@ ALLOWLIST_KINDS = ("account", "email_domain")
 # --------------------------------------------------------------------------- Spark transforms
 
 
-def assign_actions(scores: DataFrame, bans: BanSettings) -> DataFrame:
+def assign_actions(
+    scores: DataFrame, bans: BanSettings, anomaly: DataFrame | None = None
+) -> DataFrame:
     """Turn scores into actions: ``ban`` (farm members above the ban band), ``review``, ``watch``.
 
     Accounts outside any farm candidate are never banned automatically: above the ban band they
-    go to human review. With ``bans.ban_needs_own_evidence``, neither is an account whose
-    reasons are all about its group ("belongs to a linked group of 7,000 accounts") and none
-    about itself (``own_evidence`` false): a household caught in a farm's community goes to a
-    person, not to the ban list. Rows below the watch band are dropped.
+    go to human review. With ``bans.ban_needs_own_evidence``, neither is an account without
+    evidence of its own (``own_evidence`` false: its account score, what its own features say
+    without its group, is under ``bans.own_evidence_min_score``): a household caught in a
+    farm's community goes to a person, not to the ban list.
+
+    The first-night path: with ``anomaly`` (the ``group_anomaly`` table of
+    :mod:`jobs.anomaly`), every member of a farm candidate that is unlike random groups of its
+    size in ``bans.anomaly_review_families`` or more evidence families goes at least to
+    ``review``, even when the model is unsure (a brand-new operator), and its reasons start with
+    what the group does. Group evidence alone never bans. Rows without an action are dropped.
     """
-    needed = ("account_id", "farm_id", "score")
+    needed = ("account_id", "farm_id", "score", "reasons")
     require_columns(
         scores, "scores", (*needed, "own_evidence") if bans.ban_needs_own_evidence else needed
     )
@@ -91,12 +99,37 @@ def assign_actions(scores: DataFrame, bans: BanSettings) -> DataFrame:
     bannable = F.col("farm_id").isNotNull()
     if bans.ban_needs_own_evidence:
         bannable = bannable & F.col("own_evidence")
+    first_night = F.lit(False)
+    if anomaly is not None and bans.anomaly_review_families > 0:
+        require_columns(anomaly, "group_anomaly", ("farm_id", "group_anomalous_families"))
+        groups = anomaly.select(
+            "farm_id",
+            F.col("group_anomalous_families").alias("_families"),
+            F.slice(F.col("evidence"), 1, 2).alias("_evidence"),
+        )
+        scores = scores.join(groups, "farm_id", "left")
+        first_night = F.coalesce(
+            F.col("_families") >= bans.anomaly_review_families, F.lit(False)
+        ) & (score < bans.review_threshold)
+        note = F.format_string(
+            "first night: its group is unlike random groups of its size in %d of 7 kinds of "
+            "behaviour, and the model is not sure",
+            F.col("_families").cast("int"),
+        )
+        scores = scores.withColumn(
+            "reasons",
+            F.when(
+                first_night,
+                F.array_distinct(F.concat(F.array(note), F.col("_evidence"), F.col("reasons"))),
+            ).otherwise(F.col("reasons")),
+        )
     action = (
         F.when((score >= bans.ban_threshold) & bannable, "ban")
-        .when(score >= bans.review_threshold, "review")
+        .when((score >= bans.review_threshold) | first_night, "review")
         .when(score >= bans.watch_threshold, "watch")
     )
-    return scores.withColumn("action", action).where(F.col("action").isNotNull())
+    listed = scores.withColumn("action", action).where(F.col("action").isNotNull())
+    return listed.drop("_families", "_evidence")
 
 
 def load_allowlist(spark: SparkSession, path: Path) -> DataFrame:
@@ -293,7 +326,11 @@ def _json_bytes(payload: dict[str, Any]) -> bytes:
 
 
 def farm_summary(banlist: pd.DataFrame, farm_entities: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per farm: accounts listed and banned, mean and min score, binding entities."""
+    """Per farm: accounts listed and banned, scores, binding entities and group evidence.
+
+    ``group_evidence`` says what the group does that random groups of its size do not
+    (:mod:`jobs.anomaly`), when ``farm_entities`` carries it.
+    """
     columns = ["farm_id", "accounts_listed", "accounts_banned", "mean_score", "min_score"]
     farms = banlist[banlist["farm_id"].notna()]
     if farms.empty:
@@ -312,11 +349,14 @@ def farm_summary(banlist: pd.DataFrame, farm_entities: pd.DataFrame | None = Non
         )
     entities = farm_entities if farm_entities is not None else pd.DataFrame(columns=["farm_id"])
     summary = summary.merge(
-        entities.reindex(columns=["farm_id", "binding_entities"]), on="farm_id", how="left"
+        entities.reindex(columns=["farm_id", "binding_entities", "group_evidence"]),
+        on="farm_id",
+        how="left",
     )
-    summary["binding_entities"] = summary["binding_entities"].map(
-        lambda e: list(e) if isinstance(e, list | tuple) or hasattr(e, "tolist") else []
-    )
+    for column in ("binding_entities", "group_evidence"):
+        summary[column] = summary[column].map(
+            lambda e: list(e) if isinstance(e, list | tuple) or hasattr(e, "tolist") else []
+        )
     return summary
 
 

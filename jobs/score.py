@@ -1,18 +1,19 @@
-"""Scoring inside Spark, with readable reasons.
+"""Scoring inside Spark, with reasons a trust analyst can read.
 
-In: the ``features`` table of a run and a LightGBM booster (the registry's champion). Out:
-``account_id, farm_id, component_id, score, reasons, own_evidence, model_version`` for every
-account, where ``reasons`` are the top positive contributions (LightGBM ``pred_contrib``) turned
-into sentences a trust analyst can check ("shares a payment instrument with 11 accounts") and
-``own_evidence`` says whether one of them is about the account itself, not only its group (a
-ban needs it, see :func:`jobs.publish.assign_actions`). Scoring runs in
-``mapInArrow`` (Arrow batches); the model travels to the executors once per task.
-Called by the nightly flow's score task and the tests.
+In: the ``features`` table of a run and the champion's two boosters (the account model and the
+combined model, :class:`models.farm_model.FarmModel`). Out: ``account_id, farm_id,
+component_id, score, account_score, reasons, own_evidence, model_version`` for every account:
+``account_score`` is the account model's score (the account's own behaviour alone), ``score``
+the combined model's, ``reasons`` the strongest contributions as sentences (:mod:`jobs.reasons`)
+and ``own_evidence`` whether the account score reaches the own-evidence bar (a ban needs it,
+see :func:`jobs.publish.assign_actions`). Scoring runs in ``mapInArrow`` (Arrow batches); the
+models travel to the executors once per task. Called by the nightly flow's score task and the
+tests.
 
-Scores come from the champion compiled to machine code with lleaves (:func:`compile_forest`),
-which returns LightGBM's predictions (to about 1e-18 here) several times faster than
+Scores come from the models compiled to machine code with lleaves (:func:`compile_forest`),
+which return LightGBM's predictions (to about 1e-18 here) several times faster than
 ``Booster.predict``; every task checks the two agree on its first rows and stops if they do
-not. ``evaluator="lightgbm"`` scores with the booster itself. Reasons always come from
+not. ``evaluator="lightgbm"`` scores with the boosters themselves. Reasons always come from
 LightGBM's ``pred_contrib``.
 """
 
@@ -22,10 +23,10 @@ import hashlib
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import unquote, urlparse
 
 import lightgbm as lgb
@@ -37,12 +38,18 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from jobs.features import GROUP_EVIDENCE
+from jobs.reasons import is_unusual, reason_text
+
+ACCOUNT_SCORE = "account_score"
+
 SCORE_SCHEMA = T.StructType(
     [
         T.StructField("account_id", T.StringType(), False),
         T.StructField("farm_id", T.StringType(), True),
         T.StructField("component_id", T.StringType(), True),
         T.StructField("score", T.DoubleType(), False),
+        T.StructField("account_score", T.DoubleType(), False),
         T.StructField("reasons", T.ArrayType(T.StringType()), False),
         T.StructField("own_evidence", T.BooleanType(), False),
         T.StructField("model_version", T.StringType(), False),
@@ -55,197 +62,156 @@ _BATCH_ARROW_SCHEMA = pa.schema(
         pa.field("farm_id", pa.string()),
         pa.field("component_id", pa.string()),
         pa.field("score", pa.float64()),
+        pa.field("account_score", pa.float64()),
         pa.field("reasons", pa.list_(pa.string())),
         pa.field("own_evidence", pa.bool_()),
     ]
 )
-# Features that describe the account's group rather than the account: a reason from them says
-# "its group looks like a farm", not "this account does what a farm account does".
-GROUP_FEATURE_PREFIXES = ("community_", "component_")
+OWN_REASONS_PER_ACCOUNT_SCORE = 2  # own reasons cited where the account score ranks
+GROUP_REASONS_PER_ANOMALY = 2  # the group's sentences cited where its anomaly ranks
 
 
-def _shared(what: str) -> Callable[[float], str]:
-    return lambda v: f"shares {what} with {max(int(round(math.expm1(v))) - 1, 0)} other accounts"
+@dataclass(frozen=True)
+class ScoringPlan:
+    """Where each model's features sit in the scored matrix (one column per input feature)."""
+
+    inputs: tuple[str, ...]
+    account_columns: tuple[int, ...]
+    combined_columns: tuple[int, ...]  # -1: the account score
+
+    @classmethod
+    def of(cls, account: lgb.Booster, combined: lgb.Booster) -> ScoringPlan:
+        """The plan for a model pair (:class:`models.farm_model.FarmModel`'s two boosters)."""
+        inputs = list(account.feature_name())
+        inputs += [c for c in combined.feature_name() if c != ACCOUNT_SCORE and c not in inputs]
+        position = {name: i for i, name in enumerate(inputs)}
+        return cls(
+            tuple(inputs),
+            tuple(position[c] for c in account.feature_name()),
+            tuple(-1 if c == ACCOUNT_SCORE else position[c] for c in combined.feature_name()),
+        )
+
+    def account_matrix(self, x: np.ndarray) -> np.ndarray:
+        """The account model's input (C order, as the compiled forest reads it)."""
+        return np.ascontiguousarray(x[:, list(self.account_columns)])
+
+    def combined_matrix(self, x: np.ndarray, account_score: np.ndarray) -> np.ndarray:
+        """The combined model's input, the account score in its column."""
+        out = np.empty((len(x), len(self.combined_columns)), dtype=np.float64)
+        for j, column in enumerate(self.combined_columns):
+            out[:, j] = account_score if column < 0 else x[:, column]
+        return out
 
 
-REASON_TEMPLATES: dict[str, Callable[[float], str]] = {
-    "max_share_instrument": _shared("a payment instrument"),
-    "max_share_device": _shared("a device fingerprint"),
-    "max_share_ip": _shared("an IP address"),
-    "max_share_email": _shared("an email address"),
-    "max_share_bin_postcode": _shared("a card BIN and billing postcode"),
-    "max_share_ip24_asn_day": _shared("a /24 network on one day"),
-    "max_share_email_shape": _shared("an email name pattern and domain"),
-    "max_share_signup_minute_asn": lambda v: (
-        f"signed up in the same minute and network as "
-        f"{max(int(round(math.expm1(v))) - 1, 0)} other accounts"
-    ),
-    "max_share_prompt": _shared("a prompt template"),
-    "max_share_client": _shared("a client fingerprint"),
-    "max_share_behaviour": _shared("an activity pattern (same hours, network and prompts)"),
-    "community_size": lambda v: f"belongs to a linked group of {int(v)} accounts",
-    "community_log_size": lambda v: (
-        f"belongs to a linked group of {int(round(math.expm1(v)))} accounts"
-    ),
-    "component_log_size": lambda v: (
-        f"its group sits in a connected cluster of {int(round(math.expm1(v)))} accounts"
-    ),
-    "community_accounts_per_instrument": lambda v: f"its group has {v:.1f} accounts per card",
-    "community_accounts_per_device": lambda v: f"its group has {v:.1f} accounts per device",
-    "community_accounts_per_ip24": lambda v: f"its group has {v:.1f} accounts per /24 network",
-    "community_prompt_share": lambda v: f"{v:.0%} of its group's activity uses one prompt template",
-    "community_hours_share": lambda v: (
-        f"{v:.0%} of its group's active days follow one identical hourly schedule"
-    ),
-    "community_signup_burst_share": lambda v: f"{v:.0%} of its group signed up in the same hour",
-    "community_signup_spread_h": lambda v: (
-        f"its group signed up within {v:.0f} hours (standard deviation)"
-    ),
-    "community_email_shape_share": lambda v: f"{v:.0%} of its group share one email name pattern",
-    "community_mean_decline_rate": lambda v: f"its group's payment decline rate is {v:.0%}",
-    "decline_rate": lambda v: f"{v:.0%} of its payments were declined",
-    "virtual_card_share": lambda v: f"{v:.0%} of its payments used virtual or prepaid cards",
-    "requests_per_active_day": lambda v: f"makes {v:.0f} requests per active day",
-    "requests_cv": lambda v: f"daily request volume varies by only {v:.0%}",
-    "prompt_diversity": lambda v: f"{v:.2f} distinct prompt templates per active day",
-    "account_age_days": lambda v: f"account is {v:.0f} days old",
-    "ips_per_active_day": lambda v: f"uses {v:.1f} IP addresses per active day",
-    "hosting_vpn_share": lambda v: f"{v:.0%} of its sessions come from hosting or VPN networks",
-    "mobile_share": lambda v: f"{v:.0%} of its sessions come from mobile networks",
-    "tokens_per_request": lambda v: f"uses {v:,.0f} tokens per request",
-    "first_use_delay_days": lambda v: f"first used the API {v:.1f} days after signup",
-    "active_days": lambda v: f"active on {v:.0f} days of the window",
-    "requests_total": lambda v: f"made {v:,.0f} requests in the window",
-    "active_hours_per_day": lambda v: f"active in {v:.1f} distinct hours per day",
-    "hours_profile_changes": lambda v: f"{v:.2f} distinct hourly schedules per active day",
-    "n_payments": lambda v: f"made {v:.0f} payment attempts",
-    "chargebacks": lambda v: f"has {v:.0f} chargebacks",
-    "n_instruments": lambda v: f"used {v:.0f} payment instruments",
-    "n_ips": lambda v: f"used {v:.0f} distinct IP addresses",
-    "n_asns": lambda v: f"used {v:.0f} distinct networks (ASNs)",
-    "hub_entities": lambda v: f"shares {v:.0f} very common identifiers (hubs)",
-    "community_density": lambda v: f"its group's link density is {v:.3f}",
-    "community_mean_age_days": lambda v: f"its group's accounts are {v:.0f} days old on average",
-    "community_known_bad": lambda v: (
-        f"{v:.0f} other accounts of its group are confirmed farm accounts"
-    ),
-    "community_known_bad_share": lambda v: f"{v:.0%} of its group are confirmed farm accounts",
-}
+@dataclass(frozen=True)
+class ReasonSettings:
+    """What the reasons need: how many, from which score, own-evidence bar, the reference."""
 
-_NEIGHBOUR_LABELS = {
-    "account_age_days": ("account age", "{:.0f} days"),
-    "first_use_delay_days": ("delay from signup to first use", "{:.1f} days"),
-    "requests_per_active_day": ("requests per active day", "{:.0f}"),
-    "active_hours_per_day": ("active hours per day", "{:.1f}"),
-    "decline_rate": ("payment decline rate", "{:.0%}"),
-    "virtual_card_share": ("virtual/prepaid card share", "{:.0%}"),
-    "hosting_vpn_share": ("hosting/VPN traffic share", "{:.0%}"),
-    "max_share_instrument": ("card sharing (log accounts per card)", "{:.1f}"),
-}
-_STATISTIC_WORDS = {"mean": "average", "max": "highest", "std": "spread of"}
-
-
-def _neighbour_reason(feature: str) -> Callable[[float], str] | None:
-    """Reason template for ``nbr<h>_count`` and ``nbr<h>_<stat>_<feature>`` columns."""
-    if not feature.startswith("nbr") or "_" not in feature:
-        return None
-    hop, rest = feature[3], feature.split("_", 1)[1]
-    scope = "its directly linked accounts" if hop == "1" else "accounts within two links"
-    if rest == "count":
-        return lambda v: f"has {v:.0f} {scope}"
-    statistic, _, source = rest.partition("_")
-    if statistic not in _STATISTIC_WORDS or source not in _NEIGHBOUR_LABELS:
-        return None
-    label, value_format = _NEIGHBOUR_LABELS[source]
-    return lambda v: f"{_STATISTIC_WORDS[statistic]} {label} of {scope}: {value_format.format(v)}"
-
-
-def reason_text(feature: str, value: float) -> str:
-    """One readable sentence for a feature and its value."""
-    template = REASON_TEMPLATES.get(feature) or _neighbour_reason(feature)
-    if template is None or value is None or not np.isfinite(value):
-        return f"{feature} = {value:.3g}"
-    return template(float(value))
+    top_n: int = 3
+    min_score: float = 0.0
+    own_min_score: float = 0.5
+    reference: dict[str, Any] = field(default_factory=dict)
 
 
 def explain(
-    booster: lgb.Booster,
-    x: np.ndarray,
-    top_n: int,
-    min_score: float = 0.0,
+    account: lgb.Booster,
+    combined: lgb.Booster,
+    x_account: np.ndarray,
+    x_combined: np.ndarray,
+    scores: np.ndarray,
+    account_scores: np.ndarray,
+    settings: ReasonSettings,
+    evidence: list[list[str] | None] | None = None,
     threads: int = 0,
-    scores: np.ndarray | None = None,
-) -> tuple[np.ndarray, pa.ListArray, np.ndarray]:
-    """Scores, and the ``top_n`` distinct positive-contribution reasons of rows ``min_score``+.
+) -> tuple[pa.ListArray, np.ndarray]:
+    """Reasons for the rows scoring ``settings.min_score`` or more, and own evidence for all.
 
-    ``x`` holds the booster's features in its order. ``pred_contrib`` costs about twenty plain
-    predictions, so rows below ``min_score`` (accounts that get no action) are scored but not
-    explained: their reasons are empty. ``threads`` 0 lets LightGBM use every core. ``scores``,
-    when given, are this booster's predictions for ``x`` computed elsewhere (the compiled
-    forest); otherwise LightGBM computes them. The reasons come as an Arrow ``list<string>``
-    array, one entry per row. The third result flags rows whose reasons include the account's
-    own evidence (see :func:`_top_reasons`); unexplained rows are false.
+    ``pred_contrib`` of the combined model ranks the reasons. Where the account score ranks,
+    the account model's own strongest contributions are cited instead (up to
+    :data:`OWN_REASONS_PER_ACCOUNT_SCORE`), each against what ordinary accounts show; where the
+    group anomaly ranks, the group's own sentences from :mod:`jobs.anomaly` (``evidence``, the
+    row's sentences strongest first) say what its accounts do. An account has evidence of
+    its own when its account score reaches ``settings.own_min_score``; its strongest own reason
+    is then always among its reasons. Rows below ``min_score`` get no reasons (``pred_contrib``
+    costs about twenty plain predictions). The reasons come as an Arrow ``list<string>`` array.
     """
-    names = list(booster.feature_name())
-    if scores is None:
-        scores = booster.predict(x, num_threads=threads)
-    counts = np.zeros(len(x), dtype=np.int32)
+    own = account_scores >= settings.own_min_score
+    counts = np.zeros(len(scores), dtype=np.int32)
     texts: list[str] = []
-    own = np.zeros(len(x), dtype=bool)
-    explained = np.flatnonzero(scores >= min_score)
-    if len(explained):
-        contrib = booster.predict(x[explained], pred_contrib=True, num_threads=threads)
-        contrib = contrib[:, : len(names)]
-        order = np.argsort(-contrib, axis=1)
-        is_own = own_features(names)  # once, not per explained row
-        for i, row in enumerate(explained):
-            picked, own[row] = _top_reasons(names, is_own, x[row], contrib[i], order[i], top_n)
+    rows = np.flatnonzero(scores >= settings.min_score)
+    if len(rows):
+        combined_names = list(combined.feature_name())
+        account_names = list(account.feature_name())
+        by_group = combined.predict(x_combined[rows], pred_contrib=True, num_threads=threads)
+        by_own = account.predict(x_account[rows], pred_contrib=True, num_threads=threads)
+        for i, row in enumerate(rows):
+            own_texts = _own_reasons(
+                account_names, x_account[row], by_own[i, : len(account_names)], settings
+            )
+            picked = _reasons(
+                combined_names,
+                x_combined[row],
+                by_group[i, : len(combined_names)],
+                own_texts,
+                (evidence[row] if evidence is not None else None) or [],
+                settings,
+            )
+            if own[row] and own_texts and not set(own_texts) & set(picked):
+                picked.append(own_texts[0])
             counts[row] = len(picked)
             texts.extend(picked)
     # built from offsets: a Python list per row (most rows have none) costs more than the scoring
     offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int32)
     reasons = pa.ListArray.from_arrays(pa.array(offsets), pa.array(texts, pa.string()))
-    return scores, reasons, own
+    return reasons, own
 
 
-def own_features(names: list[str]) -> np.ndarray:
-    """Mask of the features about the account itself (not :data:`GROUP_FEATURE_PREFIXES`)."""
-    return np.array([not name.startswith(GROUP_FEATURE_PREFIXES) for name in names], dtype=bool)
+def _own_reasons(
+    names: list[str], values: np.ndarray, contrib: np.ndarray, settings: ReasonSettings
+) -> list[str]:
+    """The account model's positive contributions as sentences, distinct.
+
+    Values beyond what 99% of ordinary accounts show come first (strongest first), then the
+    others: a reason that quotes a normal value tells the analyst less.
+    """
+    positive = [int(c) for c in np.argsort(-contrib, kind="stable") if contrib[c] > 0]
+    unusual = [c for c in positive if is_unusual(names[c], float(values[c]), settings.reference)]
+    out: list[str] = []
+    for c in unusual + [c for c in positive if c not in unusual]:
+        if len(out) == settings.top_n:
+            break
+        text = reason_text(names[c], float(values[c]), settings.reference)
+        if text not in out:
+            out.append(text)
+    return out
 
 
-def _top_reasons(
+def _reasons(
     names: list[str],
-    is_own: np.ndarray,
     values: np.ndarray,
     contrib: np.ndarray,
-    order: np.ndarray,
-    top_n: int,
-) -> tuple[list[str], bool]:
-    """The first ``top_n`` distinct sentences of the positive contributions, largest first.
-
-    Two features can read the same (``community_size`` and ``community_log_size``); a reason
-    list that says one thing twice tells the analyst less. Also says whether the account has
-    evidence of its own: its own features (``is_own``, from :func:`own_features`) taken
-    together raise its score. Where the group's features fill the first ``top_n`` places, the
-    account's strongest own reason is added after them, so the list always shows it. (When a
-    community is almost all farm, the model credits the group features with nearly everything
-    and an account's own card sharing may only rank fifth; ranking alone sent whole farms to
-    review.)
-    """
+    own_texts: list[str],
+    evidence: list[str],
+    settings: ReasonSettings,
+) -> list[str]:
+    """The first ``top_n`` distinct sentences of the combined model's positive contributions."""
+    row = dict(zip(names, values.tolist(), strict=True))
     picked: list[str] = []
-    cited_own = False
-    for c in order:
-        if contrib[c] <= 0 or len(picked) == top_n:
+    for c in np.argsort(-contrib, kind="stable"):
+        if contrib[c] <= 0 or len(picked) >= settings.top_n:
             break
-        text = reason_text(names[c], values[c])
-        if text not in picked:
-            picked.append(text)
-            cited_own = cited_own or bool(is_own[c])
-    own = bool(contrib[is_own].sum() > 0)
-    if own and not cited_own:
-        best = int(np.flatnonzero(is_own)[np.argmax(contrib[is_own])])
-        picked.append(reason_text(names[best], values[best]))
-    return picked, own
+        if names[c] == ACCOUNT_SCORE:
+            candidates = own_texts[:OWN_REASONS_PER_ACCOUNT_SCORE]
+        elif names[c] == "group_anomaly":
+            candidates = evidence[:GROUP_REASONS_PER_ANOMALY]
+        else:
+            candidates = [
+                reason_text(names[c], float(values[c]), settings.reference, row, evidence)
+            ]
+        for text in candidates:
+            if text and text not in picked and len(picked) < settings.top_n:
+                picked.append(text)
+    return picked
 
 
 Evaluator = Literal["compiled", "lightgbm"]
@@ -297,25 +263,31 @@ def _compile(model_text: str, object_code: bytes | None) -> tuple[object, bytes]
         return model, cache.read_bytes()
 
 
-_COMPILED: dict[str, CompiledForest] = {}  # on the driver: the last model compiled
+_CACHE_MODELS = 4  # compiled forests kept per process: a model pair and the one before
+_COMPILED: dict[str, CompiledForest] = {}  # on the driver: the last models compiled
+
+
+def _remember(cache: dict, key: str, value: object) -> None:
+    cache.pop(key, None)
+    cache[key] = value
+    while len(cache) > _CACHE_MODELS:
+        cache.pop(next(iter(cache)))
 
 
 def compile_forest(booster: lgb.Booster) -> CompiledForest:
     """Compile ``booster`` on the driver (about a second for 400 trees of 31 leaves).
 
-    The last model compiled is kept, so a process that scores with one model again (the
-    benchmark's repeats, a long-lived worker) compiles it once.
+    The last models compiled are kept, so a process that scores with one model pair again
+    (the benchmark's repeats, a long-lived worker) compiles each once.
     """
     text = booster.model_to_string()
     key = hashlib.sha256(text.encode()).hexdigest()
     if key not in _COMPILED:
-        forest = CompiledForest(text, _compile(text, None)[1], _cpu_signature())
-        _COMPILED.clear()
-        _COMPILED[key] = forest
+        _remember(_COMPILED, key, CompiledForest(text, _compile(text, None)[1], _cpu_signature()))
     return _COMPILED[key]
 
 
-_LOADED: dict[str, object] = {}  # per Python worker: the last compiled forest it loaded
+_LOADED: dict[str, object] = {}  # per Python worker: the last compiled forests it loaded
 
 
 def load_forest(forest: CompiledForest) -> object:
@@ -324,8 +296,7 @@ def load_forest(forest: CompiledForest) -> object:
     if model is None:
         same_cpu = _cpu_signature() == forest.cpu
         model = _compile(forest.model_text, forest.object_code if same_cpu else None)[0]
-        _LOADED.clear()
-        _LOADED[forest.key] = model
+        _remember(_LOADED, forest.key, model)
     return model
 
 
@@ -344,32 +315,89 @@ def check_agreement(booster: lgb.Booster, x: np.ndarray, compiled_scores: np.nda
         )
 
 
+class ModelPair(Protocol):
+    """What scoring needs of a model: the account booster and the combined booster."""
+
+    account: lgb.Booster
+    combined: lgb.Booster
+
+
+@dataclass(frozen=True)
+class _Shipped:
+    """A model pair as it travels to the executors: model texts and compiled forests."""
+
+    account_text: str
+    combined_text: str
+    account_forest: CompiledForest | None
+    combined_forest: CompiledForest | None
+    plan: ScoringPlan
+    reasons: ReasonSettings
+
+    @classmethod
+    def of(cls, model: ModelPair, evaluator: str, reasons: ReasonSettings) -> _Shipped:
+        compiled = evaluator == "compiled"
+        return cls(
+            model.account.model_to_string(),
+            model.combined.model_to_string(),
+            compile_forest(model.account) if compiled else None,
+            compile_forest(model.combined) if compiled else None,
+            ScoringPlan.of(model.account, model.combined),
+            reasons,
+        )
+
+
 class _TaskScorer:
-    """What one task scores with: the booster (reasons) and the compiled forest (scores)."""
+    """What one task scores with: the boosters (reasons) and the compiled forests (scores)."""
 
-    def __init__(self, model_text: str, forest: CompiledForest | None, top_n: int, floor: float):
-        self.model = lgb.Booster(model_str=model_text)
-        self.compiled = load_forest(forest) if forest is not None else None
-        self.top_n, self.floor, self.checked = top_n, floor, False
+    def __init__(self, shipped: _Shipped):
+        self.account = lgb.Booster(model_str=shipped.account_text)
+        self.combined = lgb.Booster(model_str=shipped.combined_text)
+        forests = (shipped.account_forest, shipped.combined_forest)
+        self.compiled = [load_forest(f) if f is not None else None for f in forests]
+        self.plan, self.reasons, self.checked = shipped.plan, shipped.reasons, False
 
-    def __call__(self, ids: list[pa.Array], x: np.ndarray) -> pa.RecordBatch:
+    def _predict(self, which: int, x: np.ndarray) -> np.ndarray:
+        booster = (self.account, self.combined)[which]
+        compiled = self.compiled[which]
+        if compiled is None:
+            return booster.predict(x, num_threads=1)
+        scores = compiled.predict(x, n_jobs=1)
+        if not self.checked:
+            check_agreement(booster, x[:AGREEMENT_ROWS], scores[:AGREEMENT_ROWS])
+        return scores
+
+    def __call__(
+        self, ids: list[pa.Array], x: np.ndarray, evidence: pa.Array | None
+    ) -> pa.RecordBatch:
         """One output batch: ``ids`` (account, farm, component) and the scores of ``x``."""
-        scores = None
-        if self.compiled is not None:
-            scores = self.compiled.predict(x, n_jobs=1)
-            if not self.checked:
-                check_agreement(self.model, x[:AGREEMENT_ROWS], scores[:AGREEMENT_ROWS])
-                self.checked = True
-        scores, reasons, own = explain(self.model, x, self.top_n, self.floor, 1, scores)
+        x_account = self.plan.account_matrix(x)
+        own = self._predict(0, x_account)
+        x_combined = self.plan.combined_matrix(x, own)
+        scores = self._predict(1, x_combined)
+        self.checked = True
+        rows = None
+        if evidence is not None:
+            rows = [None] * len(scores)
+            for i in np.flatnonzero(scores >= self.reasons.min_score):
+                rows[i] = evidence[int(i)].as_py() or []
+        reasons, own_evidence = explain(
+            self.account, self.combined, x_account, x_combined, scores, own, self.reasons, rows, 1
+        )
         return pa.RecordBatch.from_arrays(
-            [*ids, pa.array(scores, pa.float64()), reasons, pa.array(own, pa.bool_())],
+            [
+                *ids,
+                pa.array(scores, pa.float64()),
+                pa.array(own, pa.float64()),
+                reasons,
+                pa.array(own_evidence, pa.bool_()),
+            ],
             schema=_BATCH_ARROW_SCHEMA,
         )
 
 
-def _checked(booster: lgb.Booster, columns: list[str], evaluator: str) -> list[str]:
-    """The booster's features, after checking the table has them and the evaluator exists."""
-    needed = list(booster.feature_name())
+def _checked(model: ModelPair, columns: list[str], evaluator: str) -> list[str]:
+    """The input features, after checking the table has them and the evaluator exists."""
+    needed = list(ScoringPlan.of(model.account, model.combined).inputs)
     missing = [c for c in needed if c not in columns]
     if missing:
         raise ValueError(f"features are missing columns the model expects: {missing}")
@@ -380,46 +408,48 @@ def _checked(booster: lgb.Booster, columns: list[str], evaluator: str) -> list[s
 
 def score_accounts(
     features: DataFrame,
-    booster: lgb.Booster,
+    model: ModelPair,
     model_version: str,
-    top_n: int = 3,
-    explain_min_score: float = 0.0,
+    reasons: ReasonSettings | None = None,
     evaluator: Evaluator = "compiled",
 ) -> DataFrame:
     """Score every account of a DataFrame in Spark (``mapInArrow``) and attach reasons.
 
     The features travel to Python as one ``array<double>`` column (packed by the JVM), which
     Arrow hands over as a single buffer: about a third cheaper than one column per feature.
-    Scores come from the compiled forest (``evaluator="compiled"``, see
-    :func:`compile_forest`; each task first checks it against LightGBM on
+    Scores come from the compiled forests (``evaluator="compiled"``, see
+    :func:`compile_forest`; each task first checks them against LightGBM on
     :data:`AGREEMENT_ROWS` rows) or from LightGBM (``"lightgbm"``), one thread per task (Spark
-    already runs one task per core). Every account scoring ``explain_min_score`` or more gets
-    its top ``top_n`` reasons from LightGBM's ``pred_contrib``; the others (no action) get
-    none, which keeps scoring near plain prediction speed. A features table on disk is
-    cheaper to score with :func:`score_parquet`.
+    already runs one task per core): first the account model, then the combined model with the
+    account score as one of its inputs. Every account scoring ``reasons.min_score`` or more gets
+    its reasons (:func:`explain`); the others (no action) get none, which keeps scoring near
+    plain prediction speed. A features table on disk is cheaper to score with
+    :func:`score_parquet`.
 
     Raises:
         ValueError: the features table lacks a column the model was trained on, or the
             evaluator is unknown.
     """
-    needed = _checked(booster, features.columns, evaluator)
-    model_text = booster.model_to_string()
-    forest = compile_forest(booster) if evaluator == "compiled" else None
+    needed = _checked(model, features.columns, evaluator)
+    shipped = _Shipped.of(model, evaluator, reasons or ReasonSettings())
     width = len(needed)
+    has_evidence = GROUP_EVIDENCE in features.columns
 
     def score_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        score = _TaskScorer(model_text, forest, top_n, explain_min_score)
+        score = _TaskScorer(shipped)
         for batch in batches:
             if batch.num_rows:
                 # nulls in the features become NaN, which both evaluators treat as missing
                 x = batch.column("_x").flatten().to_numpy(zero_copy_only=False)
-                yield score([batch.column(i) for i in range(3)], x.reshape(-1, width))
+                evidence = batch.column(GROUP_EVIDENCE) if has_evidence else None
+                yield score([batch.column(i) for i in range(3)], x.reshape(-1, width), evidence)
 
     packed = features.select(
         "account_id",
         F.col("farm_id").cast("string").alias("farm_id"),
         F.col("component_id").cast("string").alias("component_id"),
         F.array(*[F.col(c).cast("double") for c in needed]).alias("_x"),
+        *([GROUP_EVIDENCE] if has_evidence else []),
     )
     scored = packed.mapInArrow(score_batches, _BATCH_SCHEMA)
     return scored.withColumn("model_version", F.lit(model_version))
@@ -428,10 +458,9 @@ def score_accounts(
 def score_parquet(
     spark: SparkSession,
     path: str,
-    booster: lgb.Booster,
+    model: ModelPair,
     model_version: str,
-    top_n: int = 3,
-    explain_min_score: float = 0.0,
+    reasons: ReasonSettings | None = None,
     evaluator: Evaluator = "compiled",
     max_rows_per_task: int | None = None,
 ) -> tuple[DataFrame, str]:
@@ -440,7 +469,7 @@ def score_parquet(
     :func:`score_accounts` moves every feature value from the JVM to Python, which on 1M rows
     costs more than the scoring (``benchmarks/bench_scoring.py``). Here Spark only hands each
     task a list of Parquet row-group slices; the task reads them with pyarrow, straight into
-    the matrix the model takes, and returns the same rows and columns as
+    the matrix the models take, and returns the same rows and columns as
     :func:`score_accounts` (the same scores and reasons: the values are the same doubles).
     Files an executor cannot open as a local path (``s3a://``, ``hdfs://``) are scored through
     :func:`score_accounts` instead. Returns the scores and which way was taken (``"parquet"``
@@ -455,25 +484,32 @@ def score_parquet(
             unknown.
     """
     table = spark.read.parquet(path)
-    needed = _checked(booster, table.columns, evaluator)
+    needed = _checked(model, table.columns, evaluator)
     local = [_local_path(f) for f in sorted(table.inputFiles())]
     units = (
         [] if None in local else _slices(local, max_rows_per_task or _rows_per_task(spark, local))
     )
     if not units:  # not local to the executors, or empty: nothing to hand out
-        scored = score_accounts(table, booster, model_version, top_n, explain_min_score, evaluator)
+        scored = score_accounts(table, model, model_version, reasons, evaluator)
         return scored, "dataframe"
-    columns = ["account_id", "farm_id", "component_id", *needed]
-    model_text = booster.model_to_string()
-    forest = compile_forest(booster) if evaluator == "compiled" else None
+    has_evidence = GROUP_EVIDENCE in table.columns
+    columns = [
+        "account_id",
+        "farm_id",
+        "component_id",
+        *needed,
+        *([GROUP_EVIDENCE] if has_evidence else []),
+    ]
+    shipped = _Shipped.of(model, evaluator, reasons or ReasonSettings())
 
     def score_units(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        score = _TaskScorer(model_text, forest, top_n, explain_min_score)
+        score = _TaskScorer(shipped)
         for batch in batches:
             for unit in batch.to_pylist():
                 for part in _read_slice(unit, columns):
                     ids = [_as_string(part.column(c)) for c in columns[:3]]
-                    yield score(ids, _matrix(part, needed))
+                    evidence = part.column(GROUP_EVIDENCE) if has_evidence else None
+                    yield score(ids, _matrix(part, needed), evidence)
 
     work = spark.createDataFrame(
         units, "file string, row_group int, start long, stop long"

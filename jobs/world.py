@@ -55,6 +55,11 @@ class OperatorSpec:
     sleeper_share: float = 0.1  # quiet until activated near the end of the window
     sleeper_active_days: int = 3
     label_share: float = 0.4  # share of accounts labelled fraud before the run
+    # Blending towards ordinary users (0 = the farm's own pattern, 1 = like an individual):
+    # the share of account-days that follow an ordinary user's schedule, volume and prompts.
+    schedule_blend: float = 0.0
+    volume_blend: float = 0.0
+    prompt_blend: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -214,8 +219,32 @@ _MIXED_OPERATORS = (
     ),
 )
 
+# The campaign after a detector exists (threat model, "How operators adapt"): one virtual card,
+# one device, one client fingerprint and one fresh email domain per account. Only behaviour,
+# payment BINs and the network infrastructure still tie its accounts together.
+EVASIVE_CAMPAIGN = dataclasses.replace(
+    CAMPAIGN,
+    accounts_per_card=1.0,
+    virtual_card_share=1.0,
+    device_randomised_share=1.0,
+    client_randomised_share=1.0,
+    n_email_domains=10_000_000,
+    free_email_share=0.0,
+)
+# ...and one that also blends its schedule, volumes and prompts towards ordinary users, at the
+# price of slower extraction.
+BLENDED_CAMPAIGN = dataclasses.replace(
+    EVASIVE_CAMPAIGN,
+    schedule_blend=0.8,
+    volume_blend=0.8,
+    prompt_blend=0.8,
+    active_day_share=0.5,
+)
+
 SCENARIOS: dict[str, tuple[OperatorSpec, ...]] = {
     "distillation-campaign": _DISTILLATION_OPERATORS,
+    "evasive-campaign": (EVASIVE_CAMPAIGN, *_DISTILLATION_OPERATORS[1:]),
+    "blended-campaign": (BLENDED_CAMPAIGN, *_DISTILLATION_OPERATORS[1:]),
     "mixed-operators": _MIXED_OPERATORS,
     "clean": (),
 }

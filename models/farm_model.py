@@ -1,23 +1,35 @@
-"""The farm model: LightGBM on account + community features, tracked in MLflow.
+"""The farm model: an account-only LightGBM model and a combined one that reads its score.
 
 In: the ``features`` table of a run (see :mod:`jobs.features`), the ``labels`` table and the
 run's ``communities`` table (to recompute the label-derived features as of the holdout cut-off).
-Out: a LightGBM booster registered in the MLflow model registry with alias ``challenger``,
-promoted to ``champion`` when it beats the current champion on the same holdout by the
-configured margin.
-Called by ``farmwatch train`` (through :mod:`flows.training`) and by the tests.
+Out: a :class:`FarmModel` and its metrics. The MLflow side (logging, registry, promotion gate,
+loading the champion) is :mod:`models.registry`.
+Called by ``farmwatch train`` (through :mod:`flows.training`), the benchmarks and the tests.
 
-Shape: :func:`build_training_set` (Spark -> pandas, labelled accounts only), :func:`train`,
-:func:`evaluate`, and :func:`train_and_register`, the thin entry that opens the MLflow run.
+Two models, because a farm must be caught by what it does, and banned account by account:
+
+- the **account model** sees only the account's own features (:data:`ACCOUNT_MODEL_FEATURES`):
+  its behaviour, payments, networks and how many accounts share each of its identifiers. Its
+  score is the account's *own evidence* (:func:`jobs.publish.assign_actions` bans only accounts
+  whose own score reaches ``bans.own_evidence_min_score``);
+- the **combined model** reads that score (out-of-fold while training) together with how
+  anomalous the account's farm candidate is (:mod:`jobs.anomaly`, no labels: in how many
+  evidence families and how strongly, never which ones) and the confirmed farm accounts among
+  its group (:data:`COMBINED_MODEL_FEATURES`).
+
+Training rewards generalisation to operators the model has not seen: early stopping and the
+choice among candidate settings (``model.candidates``) are made on folds grouped by farm
+candidate, so no farm is on both sides of a split and memorising one operator scores badly;
+features where more sharing can never mean less suspicious carry monotone constraints
+(``model.monotone``); features are subsampled (``feature_fraction``). Tens of positives are the
+normal case. Shape: :func:`build_training_set`, :func:`train`, :func:`evaluate`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightgbm as lgb
@@ -25,10 +37,26 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+from sklearn.metrics import precision_recall_curve as _pr_curve
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from jobs.anomaly import GROUP_ANOMALY_FEATURES
 from jobs.config import ModelSettings
-from jobs.features import FEATURE_COLUMNS, KNOWN_BAD_FEATURES, known_bad_members
+from jobs.features import (
+    ACCOUNT_FEATURES,
+    FEATURE_COLUMNS,
+    KNOWN_BAD_FEATURES,
+    known_bad_members,
+)
+from jobs.score import ACCOUNT_SCORE
+
+ACCOUNT_MODEL_FEATURES: tuple[str, ...] = ACCOUNT_FEATURES
+COMBINED_MODEL_FEATURES: tuple[str, ...] = (
+    ACCOUNT_SCORE,
+    *GROUP_ANOMALY_FEATURES,
+    *KNOWN_BAD_FEATURES,
+)
 
 
 class ModelUnavailableError(RuntimeError):
@@ -36,11 +64,32 @@ class ModelUnavailableError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class FarmModel:
+    """The account model and the combined model that reads its score."""
+
+    account: lgb.Booster
+    combined: lgb.Booster
+    report: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def input_features(self) -> list[str]:
+        """Feature columns a table must have to be scored (the account score is computed)."""
+        names = list(self.account.feature_name())
+        names += [c for c in self.combined.feature_name() if c != ACCOUNT_SCORE and c not in names]
+        return names
+
+    def predict(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """``(account_score, score)`` for the rows of ``frame``."""
+        own = self.account.predict(frame[list(self.account.feature_name())])
+        combined = frame.assign(**{ACCOUNT_SCORE: own})[list(self.combined.feature_name())]
+        return own, self.combined.predict(combined)
+
+
+@dataclass(frozen=True)
 class TrainingSet:
-    """Labelled accounts split by label time."""
+    """Labelled accounts split by label time: training rows before the cut-off, test after."""
 
     train: pd.DataFrame
-    valid: pd.DataFrame
     test: pd.DataFrame
     cutoff: pd.Timestamp
     fingerprint: dict[str, Any]
@@ -53,8 +102,6 @@ def build_training_set(
     communities: DataFrame | None = None,
 ) -> TrainingSet:
     """Join labels to features and split by label time (train before the cut-off, test after).
-
-    The last 20% (by time) of the training part is the early-stopping validation set.
 
     The features table's :data:`jobs.features.KNOWN_BAD_FEATURES` count labels known before the
     run's window end, so they would let train and test rows see labels given to other members of
@@ -71,9 +118,9 @@ def build_training_set(
             the known-bad features stay as the features table has them.
 
     Returns:
-        The split, with a fingerprint (row counts, date range, content hash, and
-        ``known_bad_as_of``: the cut-off the known-bad features were recomputed at, or ``None``
-        when they were not) for MLflow.
+        The split, with a fingerprint (row counts, positives, farms, date range, content hash,
+        and ``known_bad_as_of``: the cut-off the known-bad features were recomputed at, or
+        ``None`` when they were not) for MLflow.
 
     Raises:
         ValueError: missing columns, or a split without both classes.
@@ -96,29 +143,28 @@ def build_training_set(
     cutoff = frame["labelled_at"].quantile(1 - test_fraction)
     if communities is not None:
         frame = _known_bad_as_of(frame, features, communities, labels, latest, cutoff)
-    before = frame[frame["labelled_at"] <= cutoff]
-    test = frame[frame["labelled_at"] > cutoff]
-    split_at = int(len(before) * 0.8)
-    train, valid = before.iloc[:split_at], before.iloc[split_at:]
-    for name, part in (("train", train), ("valid", valid), ("test", test)):
+    train_part = frame[frame["labelled_at"] <= cutoff].reset_index(drop=True)
+    test = frame[frame["labelled_at"] > cutoff].reset_index(drop=True)
+    for name, part in (("train", train_part), ("test", test)):
         if part["label"].nunique() < 2:
             raise ValueError(f"the {name} split has only one class; more labels are needed")
     digest = hashlib.sha256(
         pd.util.hash_pandas_object(frame[["account_id", "label"]], index=False).values.tobytes()
     ).hexdigest()[:16]
+    positives = train_part[train_part["label"] == 1]
     fingerprint = {
-        "rows_train": len(train),
-        "rows_valid": len(valid),
+        "rows_train": len(train_part),
         "rows_test": len(test),
-        "positives_train": int(train["label"].sum()),
+        "positives_train": len(positives),
         "positives_test": int(test["label"].sum()),
+        "farms_with_positives_train": int(positives["farm_id"].nunique()),
         "labelled_from": str(frame["labelled_at"].min()),
         "labelled_to": str(frame["labelled_at"].max()),
         "cutoff": str(cutoff),
         "known_bad_as_of": str(cutoff) if communities is not None else None,
         "sha256": digest,
     }
-    return TrainingSet(train, valid, test, cutoff, fingerprint)
+    return TrainingSet(train_part, test, cutoff, fingerprint)
 
 
 def _known_bad_as_of(
@@ -149,67 +195,169 @@ def _known_bad_as_of(
     return recomputed[list(frame.columns)]
 
 
-def train(training: TrainingSet, settings: ModelSettings) -> lgb.Booster:
-    """Fit LightGBM with class weighting, fixed seeds and early stopping on the validation set."""
-    train_part, valid_part = training.train, training.valid
-    positives = max(int(train_part["label"].sum()), 1)
-    # Imbalance: positives are up-weighted by sqrt(neg/pos) in training *and* validation, so
-    # early stopping watches the same weighted loss it optimises; the square root keeps scores
-    # close enough to probabilities for the configured score bands (ban / review / watch).
-    positive_weight = ((len(train_part) - positives) / positives) ** 0.5
-    params = {
+def farm_groups(frame: pd.DataFrame) -> np.ndarray:
+    """The fold group of each row: its farm candidate, or the account itself outside farms."""
+    return frame["farm_id"].where(frame["farm_id"].notna(), frame["account_id"]).to_numpy()
+
+
+def grouped_folds(
+    y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
+    """Stratified folds with no group on both sides; plain stratified folds as a last resort.
+
+    Grouping needs positives in at least two groups. With fewer (one labelled farm), the folds
+    are stratified by label only and the returned grouping says so (``"account"``).
+
+    Returns:
+        The ``(train_index, valid_index)`` pairs and the grouping used (``"farm"`` or
+        ``"account"``).
+    """
+    positive_groups = len(set(groups[y == 1]))
+    positives = int(y.sum())
+    if positive_groups >= 2:
+        k = max(2, min(n_splits, positive_groups))
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        return list(splitter.split(np.zeros(len(y)), y, groups)), "farm"
+    if positives < 2:
+        raise ValueError("training needs at least two labelled farm accounts")
+    k = max(2, min(n_splits, positives))
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(y)), y)), "account"
+
+
+def _params(settings: ModelSettings, candidate: dict[str, Any], features: list[str]) -> dict:
+    return {
         **settings.params,
+        **candidate,
         "seed": settings.seed,
         "deterministic": True,
         "num_threads": 2,
-        "metric": ["binary_logloss", "average_precision"],
-        "first_metric_only": True,
+        "metric": ["binary_logloss"],
+        "monotone_constraints": [int(settings.monotone.get(c, 0)) for c in features],
+        "monotone_constraints_method": "intermediate",
     }
 
-    def weights(part: pd.DataFrame) -> np.ndarray:
-        return np.where(part["label"].to_numpy() == 1, positive_weight, 1.0)
 
-    dtrain = lgb.Dataset(
-        train_part[list(FEATURE_COLUMNS)],
-        label=train_part["label"],
-        weight=weights(train_part),
-        feature_name=list(FEATURE_COLUMNS),
-        free_raw_data=False,
-    )
-    dvalid = lgb.Dataset(
-        valid_part[list(FEATURE_COLUMNS)],
-        label=valid_part["label"],
-        weight=weights(valid_part),
-        reference=dtrain,
-    )
-    return lgb.train(
-        params,
-        dtrain,
-        num_boost_round=settings.num_boost_round,
-        valid_sets=[dvalid],
-        callbacks=[
-            lgb.early_stopping(
-                settings.early_stopping_rounds, first_metric_only=True, verbose=False
+def _weights(y: np.ndarray) -> np.ndarray:
+    # Imbalance: positives are up-weighted by sqrt(neg/pos) in training *and* validation, so
+    # early stopping watches the same weighted loss it optimises; the square root keeps scores
+    # close enough to probabilities for the configured score bands (ban / review / watch).
+    positives = max(int(y.sum()), 1)
+    return np.where(y == 1, ((len(y) - positives) / positives) ** 0.5, 1.0)
+
+
+def fit_grouped(
+    x: pd.DataFrame,
+    y: np.ndarray,
+    groups: np.ndarray,
+    settings: ModelSettings,
+) -> tuple[lgb.Booster, np.ndarray, dict[str, Any]]:
+    """Choose settings and rounds on farm-grouped folds, then fit on every row.
+
+    Each candidate of ``settings.candidates`` (overrides of ``settings.params``) is trained on
+    every fold with early stopping on that fold's held-out farms; the candidate with the best
+    out-of-fold average precision (ties: lower log-loss) wins, and the final booster is trained
+    on all rows for the median of its folds' best round counts.
+
+    Returns:
+        The booster, its winning candidate's out-of-fold scores (what a model that never saw a
+        row's farm says about it) and a report (folds, grouping, candidate figures, choice).
+    """
+    features = list(x.columns)
+    w = _weights(y)
+    folds, grouping = grouped_folds(y, groups, settings.cv_folds, settings.seed)
+    results = []
+    for index, candidate in enumerate(settings.candidates or [{}]):
+        params = _params(settings, candidate, features)
+        oof = np.zeros(len(y))
+        rounds = []
+        for train_idx, valid_idx in folds:
+            fold_train = lgb.Dataset(x.iloc[train_idx], y[train_idx], weight=w[train_idx])
+            fold_valid = lgb.Dataset(
+                x.iloc[valid_idx], y[valid_idx], weight=w[valid_idx], reference=fold_train
             )
-        ],
+            booster = lgb.train(
+                params,
+                fold_train,
+                num_boost_round=settings.num_boost_round,
+                valid_sets=[fold_valid],
+                callbacks=[lgb.early_stopping(settings.early_stopping_rounds, verbose=False)],
+            )
+            best = booster.best_iteration or settings.num_boost_round
+            oof[valid_idx] = booster.predict(x.iloc[valid_idx], num_iteration=best)
+            rounds.append(best)
+        results.append(
+            {
+                "candidate": index,
+                "params": candidate,
+                "rounds": int(np.median(rounds)),
+                "cv_auprc": float(average_precision_score(y, oof)),
+                "cv_logloss": float(log_loss(y, np.clip(oof, 1e-12, 1 - 1e-12))),
+                "oof": oof,
+            }
+        )
+    best = min(results, key=lambda r: (-r["cv_auprc"], r["cv_logloss"], r["candidate"]))
+    params = _params(settings, best["params"], features)
+    booster = lgb.train(params, lgb.Dataset(x, y, weight=w), num_boost_round=best["rounds"])
+    report = {
+        "folds": len(folds),
+        "grouping": grouping,
+        "chosen_candidate": best["candidate"],
+        "rounds": best["rounds"],
+        "cv_auprc": best["cv_auprc"],
+        "cv_logloss": best["cv_logloss"],
+        "candidates": [{k: v for k, v in r.items() if k != "oof"} for r in results],
+        "max_gain_share": max_gain_share(booster),
+    }
+    return booster, best["oof"], report
+
+
+def max_gain_share(booster: lgb.Booster) -> dict[str, Any]:
+    """The feature with the largest share of the booster's total gain, and that share."""
+    gains = booster.feature_importance("gain")
+    total = float(gains.sum())
+    if total <= 0:
+        return {"feature": None, "share": 0.0}
+    top = int(np.argmax(gains))
+    return {"feature": booster.feature_name()[top], "share": float(gains[top] / total)}
+
+
+def train(training: TrainingSet, settings: ModelSettings) -> FarmModel:
+    """Fit the account model, then the combined model on its out-of-fold scores.
+
+    The combined model is trained on the account model's out-of-fold score, never on its
+    in-sample one (which would be near-perfect on the training rows and teach the combined
+    model to trust it blindly).
+    """
+    frame = training.train
+    y = frame["label"].to_numpy()
+    groups = farm_groups(frame)
+    account, own_oof, account_report = fit_grouped(
+        frame[list(ACCOUNT_MODEL_FEATURES)], y, groups, settings
     )
+    stacked = frame.assign(**{ACCOUNT_SCORE: own_oof})[list(COMBINED_MODEL_FEATURES)]
+    combined, _, combined_report = fit_grouped(stacked, y, groups, settings)
+    return FarmModel(account, combined, {"account": account_report, "combined": combined_report})
 
 
 def recall_at_precision(y_true: np.ndarray, scores: np.ndarray, precision: float) -> float:
     """Best recall over thresholds whose precision is at least ``precision``."""
-    p, r, _ = precision_recall_curve(y_true, scores)
+    p, r, _ = _pr_curve(y_true, scores)
     ok = r[p >= precision]
     return float(ok.max()) if ok.size else 0.0
 
 
-def evaluate(booster: lgb.Booster, test: pd.DataFrame, ban_threshold: float) -> dict[str, float]:
-    """Holdout metrics: AUROC, AUPRC, recall at 99% / 99.5% precision, precision@k, farm recall."""
+def evaluate(model: FarmModel, test: pd.DataFrame, ban_threshold: float) -> dict[str, float]:
+    """Holdout metrics: AUROC, AUPRC, recall at 99% / 99.5% precision, precision@k, farm recall.
+
+    Also the account model's own AUROC and AUPRC (how much an account's own behaviour says).
+    """
     y = test["label"].to_numpy()
-    scores = booster.predict(test[list(booster.feature_name())])
+    own, scores = model.predict(test)
     k = max(int(y.sum()), 1)
     top_k = np.argsort(-scores, kind="stable")[:k]
     positives = test[test["label"] == 1]
-    farm_hit = positives.assign(hit=scores[test["label"].to_numpy() == 1] >= ban_threshold)
+    farm_hit = positives.assign(hit=scores[y == 1] >= ban_threshold)
     farm_hit = farm_hit[farm_hit["farm_id"].notna()].groupby("farm_id")["hit"].any()
     return {
         "auroc": float(roc_auc_score(y, scores)),
@@ -218,206 +366,21 @@ def evaluate(booster: lgb.Booster, test: pd.DataFrame, ban_threshold: float) -> 
         "recall_at_p995": recall_at_precision(y, scores, 0.995),
         "precision_at_k": float(y[top_k].mean()),
         "farm_recall": float(farm_hit.mean()) if len(farm_hit) else 0.0,
+        "account_model_auroc": float(roc_auc_score(y, own)),
+        "account_model_auprc": float(average_precision_score(y, own)),
         "test_rows": float(len(y)),
     }
 
 
-def _plots(booster: lgb.Booster, test: pd.DataFrame, folder: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    y = test["label"].to_numpy()
-    scores = booster.predict(test[list(booster.feature_name())])
-    p, r, _ = precision_recall_curve(y, scores)
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(r, p)
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_title("holdout precision-recall")
-    pr_path = folder / "pr_curve.png"
-    fig.savefig(pr_path, dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    gains = pd.Series(booster.feature_importance("gain"), index=booster.feature_name())
-    gains = gains.sort_values().tail(20)
-    fig, ax = plt.subplots(figsize=(6, 6))
-    gains.plot.barh(ax=ax)
-    ax.set_title("feature importance (gain)")
-    imp_path = folder / "feature_importance.png"
-    fig.savefig(imp_path, dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    return [pr_path, imp_path]
-
-
-def train_and_register(
-    training: TrainingSet,
-    settings: ModelSettings,
-    tracking_uri: str,
-    ban_threshold: float,
-    run_tags: dict[str, str] | None = None,
-    artifact_location: str | None = None,
-) -> dict[str, Any]:
-    """Train, evaluate, log everything to MLflow, register, and apply the promotion gate.
-
-    ``artifact_location`` is used when the experiment is created (with a SQLite backend MLflow
-    would otherwise put artifacts in ``./mlruns`` of the current directory).
-
-    Returns:
-        ``version``, ``metrics``, ``promoted`` and the champion's holdout AUPRC (if any).
-    """
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.models import infer_signature
-
-    mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient()
-    if artifact_location and client.get_experiment_by_name(settings.experiment) is None:
-        client.create_experiment(settings.experiment, artifact_location=artifact_location)
-    mlflow.set_experiment(settings.experiment)
-    booster = train(training, settings)
-    metrics = evaluate(booster, training.test, ban_threshold)
-    champion = _current_champion(client, settings.registered_model)
-    champion_auprc = None
-    if champion is not None:
-        champ_booster = _load_booster(settings.registered_model, "champion")
-        if set(champ_booster.feature_name()) <= set(training.test.columns):
-            champion_auprc = evaluate(champ_booster, training.test, ban_threshold)["auprc"]
-    promoted = champion_auprc is None or (
-        metrics["auprc"] > champion_auprc + settings.promotion_margin
-    )
-    with mlflow.start_run(tags=run_tags or {}) as run:
-        mlflow.log_params({k: v for k, v in settings.params.items()})
-        mlflow.log_params(
-            {
-                "num_boost_round": settings.num_boost_round,
-                "best_iteration": booster.best_iteration,
-                "seed": settings.seed,
-                "n_features": len(FEATURE_COLUMNS),
-            }
-        )
-        mlflow.log_metrics(metrics)
-        mlflow.log_dict(training.fingerprint, "dataset_fingerprint.json")
-        mlflow.log_dict({"features": list(FEATURE_COLUMNS)}, "feature_list.json")
-        importance = dict(
-            zip(booster.feature_name(), booster.feature_importance("gain").tolist(), strict=True)
-        )
-        mlflow.log_dict(importance, "feature_importance.json")
-        with tempfile.TemporaryDirectory() as tmp:
-            for path in _plots(booster, training.test, Path(tmp)):
-                mlflow.log_artifact(str(path))
-        example = training.test[list(FEATURE_COLUMNS)].head(5)
-        signature = infer_signature(example, booster.predict(example))
-        info = mlflow.lightgbm.log_model(
-            booster,
-            name="model",
-            signature=signature,
-            input_example=example,
-            registered_model_name=settings.registered_model,
-        )
-        version = str(info.registered_model_version)
-        client.set_registered_model_alias(settings.registered_model, "challenger", version)
-        decision = {
-            "promoted": promoted,
-            "challenger_auprc": metrics["auprc"],
-            "champion_auprc": champion_auprc,
-            "margin": settings.promotion_margin,
-            "challenger_version": version,
-            "champion_version": champion.version if champion else None,
-        }
-        mlflow.log_dict(decision, "promotion_decision.json")
-        mlflow.set_tag("promoted", str(promoted))
-        if promoted:
-            if champion is not None:
-                client.set_model_version_tag(
-                    settings.registered_model, version, "previous_champion", champion.version
-                )
-            client.set_registered_model_alias(settings.registered_model, "champion", version)
-    return {"version": version, "run_id": run.info.run_id, "metrics": metrics, **decision}
-
-
-def rollback_champion(
-    settings: ModelSettings, tracking_uri: str, to_version: str | None = None
-) -> tuple[str, str]:
-    """Point ``@champion`` back at an earlier version (default: the one it replaced).
-
-    Returns:
-        (old champion version, new champion version).
-
-    Raises:
-        ModelUnavailableError: no champion, no recorded predecessor, or an unknown version.
-    """
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient()
-    name = settings.registered_model
-    current = _current_champion(client, name)
-    if current is None:
-        raise ModelUnavailableError(f"model {name!r} has no champion at {tracking_uri}")
-    target = to_version or current.tags.get("previous_champion")
-    if not target:
-        raise ModelUnavailableError(
-            f"champion version {current.version} of {name!r} replaced no earlier champion; "
-            "give the version to roll back to"
-        )
-    try:
-        client.get_model_version(name, target)
-    except MlflowException as exc:
-        raise ModelUnavailableError(f"model {name!r} has no version {target}") from exc
-    client.set_registered_model_alias(name, "champion", target)
-    client.set_model_version_tag(name, target, "rolled_back_from", current.version)
-    return str(current.version), str(target)
-
-
-def _current_champion(client: Any, name: str) -> Any:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version_by_alias(name, "champion")
-    except MlflowException:
-        return None
-
-
-def _load_booster(name: str, alias: str) -> lgb.Booster:
-    import mlflow
-
-    return mlflow.lightgbm.load_model(f"models:/{name}@{alias}")
-
-
-def load_champion(settings: ModelSettings, tracking_uri: str) -> tuple[lgb.Booster, str]:
-    """Load ``models:/<name>@champion``; returns the booster and its version.
-
-    Raises:
-        ModelUnavailableError: no champion, or the tracking server cannot be reached.
-    """
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        version = MlflowClient().get_model_version_by_alias(settings.registered_model, "champion")
-        booster = _load_booster(settings.registered_model, "champion")
-    except MlflowException as exc:
-        first_line = str(exc).splitlines()[0]
-        if "API request" in first_line or "Max retries" in first_line:
-            raise ModelUnavailableError(
-                f"the MLflow tracking server at {tracking_uri} cannot be reached: {first_line}"
-            ) from exc
-        raise ModelUnavailableError(
-            f"no champion for model {settings.registered_model!r} at {tracking_uri}: run "
-            f"'farmwatch train' first ({first_line})"
-        ) from exc
-    except Exception as exc:  # connection errors from the REST client
-        raise ModelUnavailableError(
-            f"cannot load the champion of {settings.registered_model!r} from {tracking_uri}: {exc}"
-        ) from exc
-    return booster, str(version.version)
-
-
-def describe_model(booster: lgb.Booster) -> str:
-    """Compact JSON summary for logs."""
-    return json.dumps({"trees": booster.num_trees(), "features": len(booster.feature_name())})
+def training_summary(model: FarmModel) -> dict[str, float]:
+    """Flat figures of the grouped cross-validation for MLflow metrics and the run summary."""
+    out: dict[str, float] = {}
+    for part in ("account", "combined"):
+        report = model.report.get(part, {})
+        for key in ("cv_auprc", "cv_logloss", "rounds", "folds"):
+            if key in report:
+                out[f"{part}_{key}"] = float(report[key])
+        share = report.get("max_gain_share", {}).get("share")
+        if share is not None and not math.isnan(share):
+            out[f"{part}_max_gain_share"] = float(share)
+    return out

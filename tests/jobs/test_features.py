@@ -10,9 +10,9 @@ from jobs.communities import assign_farms, describe_communities
 from jobs.config import GraphSettings
 from jobs.contracts import API_USAGE, IP_EVENTS, PAYMENTS, SIGNUPS
 from jobs.features import (
+    GROUP_EVIDENCE,
     NEIGHBOUR_SOURCE_FEATURES,
     account_features,
-    community_features,
     feature_table,
     known_bad_members,
 )
@@ -154,49 +154,38 @@ def test_account_features_by_hand(small_world):
     assert b1["max_share_instrument"] == pytest.approx(math.log1p(1))
 
 
-def test_community_features_by_hand(spark, small_world):
+def test_feature_table_carries_the_group_anomaly_and_its_sentences(spark, small_world):
     signups, payments, ip_events, usage, entities, stats, links, communities = small_world
     accounts = account_features(signups, payments, ip_events, usage, entities, stats, END)
-    groups = {
-        r["community_id"]: r
-        for r in community_features(
-            communities, accounts, signups, payments, ip_events, usage
-        ).collect()
-    }
-    farm = groups["a1"]
-    assert farm["community_size"] == 3.0
-    assert farm["community_log_size"] == pytest.approx(math.log1p(3))
-    assert farm["component_log_size"] == pytest.approx(math.log1p(3))
-    assert farm["community_density"] == pytest.approx(2 / 3)  # star of 2 edges, 3 pairs
-    assert farm["community_accounts_per_instrument"] == pytest.approx(3.0)
-    assert farm["community_accounts_per_device"] == pytest.approx(3.0)
-    assert farm["community_signup_burst_share"] == pytest.approx(1.0)
-    assert farm["community_signup_spread_h"] == pytest.approx(0.0)
-    assert farm["community_email_shape_share"] == pytest.approx(1.0)
-    assert farm["community_mean_decline_rate"] == pytest.approx(1 / 3)
-    assert groups["b1"]["community_size"] == 1.0
-    assert groups["b1"]["community_density"] == 0.0  # a single account has no pairs
-    table = feature_table(
-        accounts,
-        communities,
-        community_features(communities, accounts, signups, payments, ip_events, usage),
+    anomaly = spark.createDataFrame(
+        [("a1", ["97% keep one schedule", "all templates are theirs"], 5.0, 41.5)],
+        "community_id string, evidence array<string>, group_anomalous_families double, "
+        "group_anomaly double",
     )
-    ids = table.select("account_id", "farm_id", "component_id")
+    table = feature_table(accounts, communities, anomaly)
     farm_id = communities.where("account_id = 'a1'").first()["farm_id"]
-    expected = spark.createDataFrame(
-        [("a1", farm_id, "a1"), ("a2", farm_id, "a1"), ("a3", farm_id, "a1"), ("b1", None, "b1")],
-        "account_id string, farm_id string, component_id string",
+    got = table.select(
+        "account_id",
+        "farm_id",
+        "component_id",
+        "group_anomalous_families",
+        "group_anomaly",
+        GROUP_EVIDENCE,
     )
-    assertDataFrameEqual(ids, expected)
-    assert table.where("community_prompt_share is null").count() == 0  # nulls filled
-
-
-@pytest.mark.parametrize("column", ["community_size", "component_size", "community_density"])
-def test_community_features_need_what_the_communities_stage_writes(small_world, column):
-    signups, payments, ip_events, usage, entities, stats, _, communities = small_world
-    accounts = account_features(signups, payments, ip_events, usage, entities, stats, END)
-    with pytest.raises(ValueError, match=f"communities is missing column '{column}'"):
-        community_features(communities.drop(column), accounts, signups, payments, ip_events, usage)
+    sentences = ["97% keep one schedule", "all templates are theirs"]
+    expected = spark.createDataFrame(
+        [
+            ("a1", farm_id, "a1", 5.0, 41.5, sentences),
+            ("a2", farm_id, "a1", 5.0, 41.5, sentences),
+            ("a3", farm_id, "a1", 5.0, 41.5, sentences),
+            ("b1", None, "b1", 0.0, 0.0, []),  # no farm candidate: zeros, no sentences
+        ],
+        got.schema,
+    )
+    assertDataFrameEqual(got, expected)
+    assert table.where("nbr1_count is null or community_known_bad is null").count() == 0
+    with pytest.raises(ValueError, match="group_anomaly is missing column 'evidence'"):
+        feature_table(accounts, communities, anomaly.drop("evidence"))
 
 
 def test_assign_farms_contract(spark):
@@ -224,10 +213,8 @@ def test_neighbour_features_reach_the_feature_table(spark, small_world):
         NEIGHBOUR_SOURCE_FEATURES,
         hops=2,
     )
-    groups = community_features(communities, accounts, signups, payments, ip_events, usage)
     rows = {
-        r["account_id"]: r
-        for r in feature_table(accounts, communities, groups, neighbours).collect()
+        r["account_id"]: r for r in feature_table(accounts, communities, None, neighbours).collect()
     }
     # the farm is a star a1 <- a2, a3: a2 sees a1 directly and a3 within two links
     assert (rows["a1"]["nbr1_count"], rows["a2"]["nbr1_count"], rows["a2"]["nbr2_count"]) == (
@@ -239,7 +226,7 @@ def test_neighbour_features_reach_the_feature_table(spark, small_world):
     assert rows["a1"]["nbr1_mean_decline_rate"] == pytest.approx(0.5)  # a2 declined, a3 not
     assert rows["b1"]["nbr1_count"] == 0.0 and rows["b1"]["nbr2_mean_decline_rate"] == 0.0
     with pytest.raises(ValueError, match="neighbour features is missing column 'nbr1_count'"):
-        feature_table(accounts, communities, groups, neighbours.drop("nbr1_count"))
+        feature_table(accounts, communities, None, neighbours.drop("nbr1_count"))
 
 
 def test_known_bad_members_never_include_the_account_itself_or_future_labels(spark):

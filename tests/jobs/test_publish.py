@@ -42,14 +42,15 @@ def banlist(scores: list[float]) -> pd.DataFrame:
 def test_score_bands_to_actions(spark):
     scores = spark.createDataFrame(
         [
-            ("a", "farm_1", 0.95, True),
-            ("b", None, 0.95, True),
-            ("c", "farm_1", 0.7, True),
-            ("d", None, 0.4, False),
-            ("e", "farm_1", 0.1, False),
-            ("f", "farm_1", 0.95, False),  # only group reasons: a person decides
+            ("a", "farm_1", 0.95, True, ["r"]),
+            ("b", None, 0.95, True, ["r"]),
+            ("c", "farm_1", 0.7, True, ["r"]),
+            ("d", None, 0.4, False, ["r"]),
+            ("e", "farm_1", 0.1, False, []),
+            ("f", "farm_1", 0.95, False, ["r"]),  # no evidence of its own: a person decides
         ],
-        "account_id string, farm_id string, score double, own_evidence boolean",
+        "account_id string, farm_id string, score double, own_evidence boolean, "
+        "reasons array<string>",
     )
     got = assign_actions(scores, BanSettings()).orderBy("account_id")
     assert [(r["account_id"], r["action"]) for r in got.collect()] == [
@@ -67,6 +68,42 @@ def test_score_bands_to_actions(spark):
         assign_actions(scores, BanSettings(ban_threshold=0.5, review_threshold=0.6))
     with pytest.raises(ValueError, match="farm_id"):
         assign_actions(scores.drop("farm_id"), BanSettings())
+
+
+def test_first_night_a_strongly_anomalous_group_goes_to_review_never_to_ban(spark):
+    scores = spark.createDataFrame(
+        [
+            ("n1", "farm_new", 0.05, False, []),  # a new operator the model has never seen
+            ("n2", "farm_new", 0.45, True, ["own"]),
+            ("n3", "farm_new", 0.95, False, ["own"]),  # no own evidence: still review
+            ("o1", "farm_office", 0.05, False, []),  # anomalous in one family only
+            ("x1", None, 0.05, False, []),
+        ],
+        "account_id string, farm_id string, score double, own_evidence boolean, "
+        "reasons array<string>",
+    )
+    anomaly = spark.createDataFrame(
+        [
+            ("farm_new", 6.0, ["97% keep one schedule", "100% use exclusive templates", "x"]),
+            ("farm_office", 1.0, ["team cards"]),
+        ],
+        "farm_id string, group_anomalous_families double, evidence array<string>",
+    )
+    got = {r["account_id"]: r for r in assign_actions(scores, BanSettings(), anomaly).collect()}
+    assert {a: r["action"] for a, r in got.items()} == {
+        "n1": "review",
+        "n2": "review",
+        "n3": "review",
+    }
+    assert got["n1"]["reasons"] == [
+        "first night: its group is unlike random groups of its size in 6 of 7 kinds of "
+        "behaviour, and the model is not sure",
+        "97% keep one schedule",
+        "100% use exclusive templates",
+    ]
+    assert got["n3"]["reasons"] == ["own"]  # the model already sent it to review
+    off = assign_actions(scores, BanSettings(anomaly_review_families=0), anomaly)
+    assert off.count() == 2  # n2 (watch) and n3 (review): the path is off
 
 
 def context(run_date: str = "2026-06-05", **inputs: int) -> RunContext:

@@ -14,26 +14,31 @@ from pyspark.sql import types as T
 
 from jobs.config import ModelSettings
 from jobs.features import FEATURE_COLUMNS
+from jobs.reasons import reason_text
 from jobs.score import (
     CompiledForest,
+    ReasonSettings,
     _local_path,
+    _own_reasons,
+    _reasons,
     _slices,
     check_agreement,
     compile_forest,
     load_forest,
-    reason_text,
     score_accounts,
     score_parquet,
 )
 from models.farm_model import (
+    ACCOUNT_MODEL_FEATURES,
+    COMBINED_MODEL_FEATURES,
     ModelUnavailableError,
     build_training_set,
-    load_champion,
+    fit_grouped,
+    grouped_folds,
     recall_at_precision,
-    rollback_champion,
     train,
-    train_and_register,
 )
+from models.registry import load_champion, rollback_champion, train_and_register
 
 FEATURE_SCHEMA = T.StructType(
     [
@@ -46,6 +51,8 @@ FEATURE_SCHEMA = T.StructType(
 SETTINGS = ModelSettings(
     num_boost_round=60,
     early_stopping_rounds=10,
+    cv_folds=3,
+    candidates=[{}],
     params={
         "objective": "binary",
         "learning_rate": 0.2,
@@ -62,6 +69,7 @@ def world(n: int = 600, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     label = (rng.random(n) < 0.2).astype(int)
     feats = pd.DataFrame(rng.random((n, len(FEATURE_COLUMNS))), columns=list(FEATURE_COLUMNS))
     feats["max_share_instrument"] = np.log1p(np.where(label == 1, rng.integers(5, 30, n), 1))
+    feats["group_anomalous_families"] = np.where(label == 1, 5.0, 0.0)
     feats.insert(0, "component_id", [f"c{i % 50}" for i in range(n)])
     feats.insert(0, "farm_id", [f"farm_{i % 7}" if y else None for i, y in enumerate(label)])
     feats.insert(0, "account_id", [f"a{i:04d}" for i in range(n)])
@@ -97,10 +105,10 @@ def test_time_split_and_validation(spark):
     feats, labels = world()
     f, lab = spark_frames(spark, feats, labels)
     split = build_training_set(f, lab, 0.3)
-    before = pd.concat([split.train, split.valid])["labelled_at"]
-    assert before.max() <= split.cutoff < split.test["labelled_at"].min()
+    assert split.train["labelled_at"].max() <= split.cutoff < split.test["labelled_at"].min()
     assert split.fingerprint["rows_test"] == len(split.test)
-    assert len(split.train) + len(split.valid) + len(split.test) == len(feats)
+    assert split.fingerprint["farms_with_positives_train"] == 7
+    assert len(split.train) + len(split.test) == len(feats)
     with pytest.raises(ValueError, match="missing column"):
         build_training_set(f.drop("decline_rate"), lab, 0.3)
     only_legit = spark_frames(spark, feats, labels.assign(label=0))[1]
@@ -133,7 +141,7 @@ def test_known_bad_features_only_count_labels_before_the_cut_off(spark, session_
     finally:
         spark.conf.set("spark.sql.session.timeZone", previous_zone)
     assert split.cutoff == pd.Timestamp("2026-05-01") + pd.Timedelta(hours=419, minutes=18)
-    rows = pd.concat([split.train, split.valid, split.test]).set_index("account_id")
+    rows = pd.concat([split.train, split.test]).set_index("account_id")
     assert set(split.test["account_id"]) >= {"a0420", "a0595"}
     # a0420's label (after the cut-off) counts for nobody; a0419's (before it) counts for the
     # other members, in training and in the holdout alike
@@ -145,9 +153,9 @@ def test_known_bad_features_only_count_labels_before_the_cut_off(spark, session_
     others = rows.drop(index=farm)
     assert (others[["community_known_bad", "community_known_bad_share"]] == 0.0).all().all()
     assert split.fingerprint["known_bad_as_of"] == str(split.cutoff)
-    assert len(split.train) + len(split.valid) + len(split.test) == len(feats)
+    assert len(split.train) + len(split.test) == len(feats)
     # without the communities table the features table's values stay (and the leak with them)
-    stale_rows = pd.concat([stale.train, stale.valid, stale.test]).set_index("account_id")
+    stale_rows = pd.concat([stale.train, stale.test]).set_index("account_id")
     assert stale_rows.loc[farm, "community_known_bad"].to_dict() == run_end
     assert stale.fingerprint["known_bad_as_of"] is None
 
@@ -160,7 +168,6 @@ def test_registry_lifecycle_on_a_tracking_server(spark, tmp_path, mlflow_server,
     good = build_training_set(f, lab, 0.3)
     bad = good.__class__(
         good.train.assign(label=np.random.default_rng(1).permutation(good.train["label"])),
-        good.valid,
         good.test,
         good.cutoff,
         good.fingerprint,
@@ -179,11 +186,18 @@ def test_registry_lifecycle_on_a_tracking_server(spark, tmp_path, mlflow_server,
     client = MlflowClient(uri)
     assert client.get_model_version_by_alias(SETTINGS.registered_model, "challenger").version == "3"
     artifacts = client.list_artifacts(second["run_id"])
-    assert {"promotion_decision.json", "feature_list.json", "dataset_fingerprint.json"} <= {
-        a.path for a in artifacts
-    }
-    booster, version = load_champion(SETTINGS, uri)
-    assert version == "2" and booster.num_trees() > 0
+    assert {
+        "promotion_decision.json",
+        "feature_list.json",
+        "dataset_fingerprint.json",
+        "training_report.json",
+        "account_model.txt",
+    } <= {a.path for a in artifacts}
+    metrics = client.get_run(second["run_id"]).data.metrics
+    assert 0 < metrics["combined_max_gain_share"] <= 1 and "account_cv_auprc" in metrics
+    model, version = load_champion(SETTINGS, uri)
+    assert version == "2" and model.combined.num_trees() > 0
+    assert list(model.account.feature_name()) == list(ACCOUNT_MODEL_FEATURES)
     with pytest.raises(ModelUnavailableError, match="no champion"):
         load_champion(ModelSettings(registered_model="nobody"), uri)
 
@@ -213,27 +227,80 @@ def test_sqlite_registry_keeps_artifacts_where_told(spark, tmp_path):
     assert load_champion(SETTINGS, uri)[1] == "1"
 
 
-def test_scoring_in_spark_matches_the_booster(spark):
+def test_grouped_folds_keep_every_farm_on_one_side():
+    y = np.array([1] * 12 + [0] * 30)
+    groups = np.array([f"farm{i % 4}" for i in range(12)] + [f"acct{i}" for i in range(30)])
+    folds, grouping = grouped_folds(y, groups, 5, seed=1)
+    assert grouping == "farm" and len(folds) == 4  # one fold per labelled farm at most
+    for train_idx, valid_idx in folds:
+        assert not set(groups[train_idx]) & set(groups[valid_idx])
+    one_farm = np.array(["farm0"] * 12 + [f"acct{i}" for i in range(30)])
+    assert grouped_folds(y, one_farm, 5, seed=1)[1] == "account"  # nothing to group by
+    with pytest.raises(ValueError, match="at least two labelled farm accounts"):
+        grouped_folds(np.array([1] + [0] * 10), np.arange(11).astype(str), 5, seed=1)
+
+
+def test_memorising_an_operator_scores_badly_on_grouped_folds():
+    """A feature that only names the operator (a code per farm) separates every training farm
+    but says nothing about a farm it has not seen: farm-grouped folds show it, plain folds
+    do not."""
+    rng = np.random.default_rng(2)
+    farms = np.repeat(np.arange(6), 40)
+    legit = 1200
+    code = np.concatenate([farms * 10.0 + 5.0, rng.uniform(0, 60, legit)])
+    y = np.concatenate([np.ones(len(farms)), np.zeros(legit)]).astype(int)
+    x = pd.DataFrame({"operator_code": code})
+    groups = np.concatenate([[f"farm{f}" for f in farms], [f"a{i}" for i in range(legit)]])
+    settings = SETTINGS.model_copy(update={"monotone": {}, "cv_folds": 5})
+    _, grouped_oof, report = fit_grouped(x, y, groups, settings)
+    _, plain_oof, plain = fit_grouped(x, y, np.arange(len(y)).astype(str), settings)
+    assert report["grouping"] == "farm" and plain["grouping"] == "farm"
+    assert plain["cv_auprc"] > 0.9  # every farm was in some training fold
+    assert report["cv_auprc"] < 0.5  # no farm was: the code is worth nothing
+
+
+def test_monotone_features_never_lower_the_score():
+    feats, labels = world(600, seed=4)
+    frame = feats.merge(labels, on="account_id")
+    model = train(_as_training(frame), SETTINGS)
+    probe = frame.head(50).copy()
+    lower = model.account.predict(probe[list(ACCOUNT_MODEL_FEATURES)])
+    probe["max_share_instrument"] += 1.0  # shares its card with more accounts
+    higher = model.account.predict(probe[list(ACCOUNT_MODEL_FEATURES)])
+    assert (higher >= lower - 1e-12).all()
+    assert list(model.combined.feature_name()) == list(COMBINED_MODEL_FEATURES)
+    assert model.report["combined"]["max_gain_share"]["share"] > 0
+
+
+def _as_training(frame: pd.DataFrame):
+    from models.farm_model import TrainingSet
+
+    return TrainingSet(frame, frame, pd.Timestamp("2026-05-01"), {})
+
+
+def test_scoring_in_spark_matches_the_two_models(spark):
     feats, labels = world(300, seed=3)
     f, lab = spark_frames(spark, feats, labels)
-    booster = train(build_training_set(f, lab, 0.3), SETTINGS)
-    scored = score_accounts(f, booster, "7", top_n=2).toPandas().sort_values("account_id")
-    expected = booster.predict(feats.sort_values("account_id")[list(FEATURE_COLUMNS)])
+    model = train(build_training_set(f, lab, 0.3), SETTINGS)
+    reasons = ReasonSettings(top_n=2)
+    scored = score_accounts(f, model, "7", reasons).toPandas().sort_values("account_id")
+    own, expected = model.predict(feats.sort_values("account_id"))
     np.testing.assert_allclose(scored["score"].to_numpy(), expected, rtol=1e-9)
+    np.testing.assert_allclose(scored["account_score"].to_numpy(), own, rtol=1e-9)
     assert set(scored["model_version"]) == {"7"}
+    assert (scored["own_evidence"] == (scored["account_score"] >= 0.5)).all()
     top = scored.sort_values("score").iloc[-1]
-    assert any(r.startswith("shares a payment instrument with") for r in top["reasons"])
-    assert top["own_evidence"]  # the shared instrument is about the account itself
+    assert any(r.startswith("shares a payment card with") for r in top["reasons"])
+    assert top["own_evidence"]  # the shared card is about the account itself
     with pytest.raises(ValueError, match="max_share_device"):
-        score_accounts(f.drop("max_share_device"), booster, "7")
+        score_accounts(f.drop("max_share_device"), model, "7")
     # accounts below the explanation floor are scored the same but carry no reasons
     floor = float(np.median(expected))
-    partial = score_accounts(f, booster, "7", 2, explain_min_score=floor).toPandas()
+    partial = score_accounts(f, model, "7", ReasonSettings(2, floor)).toPandas()
     partial = partial.sort_values("account_id")
     np.testing.assert_allclose(partial["score"].to_numpy(), expected, rtol=1e-9)
     low = partial["score"] < floor
     assert low.any() and all(len(r) == 0 for r in partial.loc[low, "reasons"])
-    assert not partial.loc[low, "own_evidence"].any()  # unexplained rows cite nothing
     assert list(partial.loc[~low, "reasons"].map(list)) == list(
         scored.loc[~low.to_numpy(), "reasons"].map(list)
     )
@@ -242,22 +309,28 @@ def test_scoring_in_spark_matches_the_booster(spark):
 def test_scoring_from_parquet_files_equals_scoring_the_dataframe(spark, tmp_path):
     feats, labels = world(900, seed=8)
     f, lab = spark_frames(spark, feats, labels)
-    booster = train(build_training_set(f, lab, 0.3), SETTINGS)
+    model = train(build_training_set(f, lab, 0.3), SETTINGS)
     # nulls (missing to the model), a long column, several files and several row groups each
     holed = f.withColumn(
         "decline_rate",
         F.when(F.col("account_id").endswith("3"), None).otherwise(F.col("decline_rate")),
     ).withColumn("n_instruments", F.round(F.col("n_instruments") * 10).cast("long"))
+    holed = holed.withColumn(
+        "group_evidence",
+        F.when(F.col("farm_id").isNotNull(), F.array(F.lit("its group does X"))).otherwise(
+            F.array().cast("array<string>")
+        ),
+    )
     path = str(tmp_path / "features")
     holed.repartition(3).write.option("parquet.block.size", 4096).parquet(path)
     groups = [pq.ParquetFile(p).metadata.num_row_groups for p in Path(path).glob("*.parquet")]
     assert len(groups) == 3 and min(groups) > 1
-    floor = 0.3
-    from_files, way = score_parquet(spark, path, booster, "7", 3, explain_min_score=floor)
+    reasons = ReasonSettings(3, 0.3)
+    from_files, way = score_parquet(spark, path, model, "7", reasons)
     assert way == "parquet"
     got = from_files.toPandas().sort_values("account_id", ignore_index=True)
     want = (
-        score_accounts(spark.read.parquet(path), booster, "7", 3, floor)
+        score_accounts(spark.read.parquet(path), model, "7", reasons)
         .toPandas()
         .sort_values("account_id", ignore_index=True)
     )
@@ -265,24 +338,24 @@ def test_scoring_from_parquet_files_equals_scoring_the_dataframe(spark, tmp_path
     assert (got["score"].to_numpy() == want["score"].to_numpy()).all()  # the same bits
     assert got["reasons"].map(list).tolist() == want["reasons"].map(list).tolist()
     assert got.drop(columns="reasons").equals(want.drop(columns="reasons"))
-    assert (got["score"] >= floor).any() and got["reasons"].map(len).gt(0).any()
+    assert (got["score"] >= 0.3).any() and got["reasons"].map(len).gt(0).any()
     # LightGBM's own trees give the same scores (to rounding) and the same reasons
-    plain, _ = score_parquet(spark, path, booster, "7", 3, floor, evaluator="lightgbm")
+    plain, _ = score_parquet(spark, path, model, "7", reasons, evaluator="lightgbm")
     plain = plain.toPandas().sort_values("account_id", ignore_index=True)
     np.testing.assert_allclose(plain["score"], got["score"], rtol=0, atol=1e-12)
     assert plain["reasons"].map(list).tolist() == got["reasons"].map(list).tolist()
     # row groups cut into slices of at most 70 rows, one per task: the same rows, once each
     files = [str(p) for p in Path(path).glob("*.parquet")]
     assert len(_slices(files, 70)) > sum(groups)  # some row group is cut
-    sliced, _ = score_parquet(spark, path, booster, "7", 3, floor, max_rows_per_task=70)
+    sliced, _ = score_parquet(spark, path, model, "7", reasons, max_rows_per_task=70)
     sliced = sliced.toPandas().sort_values("account_id", ignore_index=True)
     assert sliced["account_id"].is_unique
     assert sliced.drop(columns="reasons").equals(got.drop(columns="reasons"))
     f.drop("max_share_device").write.parquet(str(tmp_path / "no_device"))
     with pytest.raises(ValueError, match="max_share_device"):
-        score_parquet(spark, str(tmp_path / "no_device"), booster, "7")
+        score_parquet(spark, str(tmp_path / "no_device"), model, "7")
     with pytest.raises(ValueError, match="unknown evaluator"):
-        score_parquet(spark, path, booster, "7", evaluator="xgboost")
+        score_parquet(spark, path, model, "7", evaluator="xgboost")
 
 
 def test_only_local_files_are_read_by_the_executors():
@@ -320,52 +393,71 @@ def test_the_compiled_forest_predicts_what_lightgbm_predicts_and_is_rebuilt_for_
     np.testing.assert_allclose(rebuilt, expected, rtol=0, atol=1e-12)
 
 
-def test_every_feature_has_a_readable_reason():
+def test_every_feature_has_a_readable_reason_against_normal():
     fallback = [c for c in FEATURE_COLUMNS if reason_text(c, 1.0) == f"{c} = 1"]
     assert fallback == []
-    assert reason_text("nbr1_mean_decline_rate", 0.42) == (
-        "average payment decline rate of its directly linked accounts: 42%"
+    reference = {"decline_rate": [0.0, 0.0, 0.04], "account_age_days": [2.0, 270.0, 530.0]}
+    assert reason_text("decline_rate", 0.17, reference) == (
+        "17% of its payment attempts were declined (99% of accounts: at most 4%)"
+    )
+    assert reason_text("account_age_days", 12.4, reference) == (
+        "its account is 12 days old (median account: 270 days)"
+    )
+    assert reason_text("nbr1_mean_decline_rate", 0.42, reference) == (
+        "average payment decline rate of its directly linked accounts: 42% "
+        "(99% of accounts: at most 4%)"
     )
     assert reason_text("nbr2_count", 212) == "has 212 accounts within two links"
     assert reason_text("nbr2_std_no_such_feature", 1.0) == "nbr2_std_no_such_feature = 1"
-
-
-def test_reasons_never_say_the_same_thing_twice():
-    from jobs.score import _top_reasons, own_features
-
-    names = ["community_size", "community_log_size", "max_share_device", "decline_rate"]
-    values = np.array([7251.0, np.log1p(7251.0), np.log1p(3.0), 0.5])
-    contrib = np.array([3.0, 2.0, 1.0, -0.5])
-    reasons, own = _top_reasons(
-        names, own_features(names), values, contrib, np.argsort(-contrib), 3
+    row = {"group_anomalous_families": 5.0}
+    assert reason_text("group_anomalous_families", 5.0, row=row) == (
+        "its group is unlike random groups of its size in 5 of 7 kinds of behaviour"
     )
-    assert reasons == [
-        "belongs to a linked group of 7251 accounts",
-        "shares a device fingerprint with 2 other accounts",
-    ]  # the log-size duplicate is skipped, the negative contribution is no reason
-    assert own  # the shared device is the account's own evidence
-    group_only = np.array([3.0, 2.0, -1.0, -1.0])
-    reasons, own = _top_reasons(
-        names, own_features(names), values, group_only, np.argsort(-group_only), 3
+    assert reason_text("group_anomaly", 40.0, evidence=["its 500 accounts do X"]) == (
+        "its 500 accounts do X"
     )
-    assert reasons == ["belongs to a linked group of 7251 accounts"] and not own
+    assert reason_text("group_anomaly", 0.0) == ""  # no anomaly, no group reason
 
 
-def test_own_evidence_is_the_accounts_own_features_together_and_is_always_cited():
-    from jobs.score import _top_reasons, own_features
+def test_own_reasons_put_unusual_values_first_and_never_repeat():
+    names = ["decline_rate", "max_share_bin_postcode", "max_share_device"]
+    values = np.array([0.17, np.log1p(27.0), np.log1p(3.0)])
+    reference = {
+        "decline_rate": [0.0, 0.0, 0.04],
+        "max_share_bin_postcode": [0.0, np.log1p(3.0), np.log1p(74.0)],
+        "max_share_device": [0.0, np.log1p(1.0), np.log1p(2.0)],
+    }
+    settings = ReasonSettings(top_n=3, reference=reference)
+    contrib = np.array([0.1, 2.0, 0.5])  # the BIN sharing counts most but is ordinary
+    texts = _own_reasons(names, values, contrib, settings)
+    assert texts == [
+        "shares a device fingerprint with 2 other accounts (99% of accounts: at most 1)",
+        "17% of its payment attempts were declined (99% of accounts: at most 4%)",
+        "shares a card BIN and billing postcode with 26 other accounts "
+        "(99% of accounts: at most 73)",
+    ]
+    assert _own_reasons(names, values, np.array([-1.0, 0.0, -0.2]), settings) == []
 
-    names = ["community_size", "community_known_bad_share", "max_share_device", "decline_rate"]
-    values = np.array([7251.0, 0.4, np.log1p(9.0), 0.5])
-    # the group's features fill the top two places; the shared device ranks third
-    contrib = np.array([5.0, 4.0, 0.3, -0.1])
-    reasons, own = _top_reasons(
-        names, own_features(names), values, contrib, np.argsort(-contrib), 2
-    )
-    assert own and reasons[-1] == "shares a device fingerprint with 8 other accounts"
-    assert len(reasons) == 3  # the own reason is added after the group's two
-    # a household: one own feature looks farm-like, the rest pull the other way
-    household = np.array([5.0, 4.0, 0.3, -0.8])
-    reasons, own = _top_reasons(
-        names, own_features(names), values, household, np.argsort(-household), 2
-    )
-    assert not own and len(reasons) == 2
+
+def test_combined_reasons_cite_the_account_and_its_group_in_rank_order():
+    names = ["account_score", "group_anomalous_families", "group_anomaly", "community_known_bad"]
+    values = np.array([0.97, 6.0, 40.0, 2.0])
+    own = ["own reason 1", "own reason 2", "own reason 3"]
+    evidence = ["group sentence 1", "group sentence 2", "group sentence 3"]
+    settings = ReasonSettings(top_n=4)
+    contrib = np.array([1.0, 0.5, 3.0, -0.2])
+    picked = _reasons(names, values, contrib, own, evidence, settings)
+    assert picked == [
+        "group sentence 1",
+        "group sentence 2",
+        "own reason 1",
+        "own reason 2",
+    ]
+    # duplicates collapse; a group that is not anomalous says nothing
+    quiet = np.array([0.97, 0.0, 0.0, 2.0])
+    picked = _reasons(names, quiet, np.array([1.0, 0.5, 0.4, 0.3]), own, [], settings)
+    assert picked == [
+        "own reason 1",
+        "own reason 2",
+        "2 other accounts of its group are confirmed farm accounts",
+    ]
