@@ -2,7 +2,7 @@
 
 In: a :class:`jobs.world.WorldSpec`. Out: the five input tables of :mod:`jobs.contracts`
 (``signups``, ``payments``, ``ip_events``, ``api_usage``, ``labels``) plus ``ground_truth``, as
-Parquet folders under the lake, and ``_world.json`` describing the spec. Called by
+Parquet folders (or Delta tables) under the lake, and ``_world.json`` describing the spec. Called by
 ``farmwatch generate``, the demo, the tests and ``benchmarks/bench_generate.py``.
 
 Every random draw is a hash of (seed, draw name, row index), never ``rand()``: rows never move
