@@ -22,11 +22,14 @@ lint: install
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+# The optional JVM packages (jobs/spark.py JVM_PACKAGES) are fetched once into Spark's Ivy
+# cache (~/.ivy2.5.2); one that cannot be fetched is reported and the install still succeeds.
+$(STAMP): pyproject.toml constraints.txt jobs/spark.py
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "farmwatch needs Python 3.11 (set PYTHON=/path/to/python3.11)"'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m jobs.spark fetch
 	@touch $(STAMP)
 
 check-java:

@@ -50,7 +50,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         else settings.lake.lake_path
     )
     start = time.perf_counter()
-    counts = generate(spark_for(settings), spec, lake)
+    counts = generate(spark_for(settings), spec, lake, settings.lake.format)
     print(
         f"generated {args.scenario} world ({args.accounts:,} accounts, seed {args.seed}) "
         f"in {time.perf_counter() - start:.1f}s at {lake}"

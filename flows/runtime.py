@@ -40,7 +40,7 @@ def spark_for(settings: Settings) -> SparkSession:
     """The process's Spark session (created on first use)."""
     global _SESSION
     if _SESSION is None:
-        _SESSION = build_session(settings.spark, settings.home / "checkpoints")
+        _SESSION = build_session(settings.spark, settings.home / "checkpoints", settings.lake)
     return _SESSION
 
 

@@ -18,10 +18,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from jobs.lake import ObjectPath, write_text_atomic
+from jobs.tables import DELTA_LOG
 
 
 class RunLocked(RuntimeError):
@@ -59,13 +60,33 @@ def run_lock(home: Path, what: str) -> Iterator[None]:
 
 
 def input_digest(lake: Path | ObjectPath) -> str:
-    """A digest of the input tables' files (names, sizes, modification times)."""
-    entries = []
+    """A digest of the input tables: their files' names, sizes and modification times.
+
+    A Delta table (a folder with ``_delta_log``) enters by its version and its log's files
+    only: its data files are what the log says they are, so a file left by an aborted writer or
+    removed by a vacuum changes nothing, while every new commit (a new version) does.
+    """
+    files = []
     if lake.is_dir():
-        for path in sorted(lake.rglob("*")):
-            if path.is_file() and not path.name.startswith((".", "_SUCCESS")):
-                stat = path.stat()
-                entries.append(f"{path.relative_to(lake)}:{stat.st_size}:{stat.st_mtime_ns}")
+        files = [
+            (str(path.relative_to(lake)), path)
+            for path in lake.rglob("*")
+            if path.is_file() and not path.name.startswith((".", "_SUCCESS"))
+        ]
+    delta_tables = {rel.split("/")[0] for rel, _ in files if f"/{DELTA_LOG}/" in rel}
+    versions: dict[str, int] = {}
+    entries = []
+    for rel, path in sorted(files):
+        table, _, inner = rel.partition("/")
+        if table in delta_tables:
+            if not inner.startswith(f"{DELTA_LOG}/"):
+                continue
+            commit = PurePosixPath(inner).name.split(".")[0]
+            if commit.isdigit():
+                versions[table] = max(versions.get(table, 0), int(commit))
+        stat = path.stat()
+        entries.append(f"{rel}:{stat.st_size}:{stat.st_mtime_ns}")
+    entries += [f"{table}: delta version {v}" for table, v in sorted(versions.items())]
     return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
 
 

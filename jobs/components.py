@@ -11,8 +11,9 @@ Backends:
 - ``spark``: alternating large-star / small-star (Kiveris et al., 2014) on DataFrames with a local
   checkpoint every ``spark_checkpoint_interval`` rounds; each star step is one window (no
   aggregate-then-join), duplicates are dropped once per round; no Python UDFs, no RDDs.
-- ``graphframes``: ``GraphFrame.connectedComponents`` when the GraphFrames JVM package is on the
-  classpath (``spark.jars.packages=io.graphframes:graphframes-spark4_2.13:<version>``). It is
+- ``graphframes``: ``GraphFrame.connectedComponents`` (``graph.graphframes_algorithm``:
+  ``two_phase``, ``graphx`` or ``randomized_contraction``) when the GraphFrames JVM package is on
+  the classpath (``spark.packages = ["graphframes"]``, coordinates in :mod:`jobs.spark`). It is
   detected, never assumed: :class:`BackendUnavailableError` says what is missing.
 - ``auto``: ``local`` when the edge count fits, else ``graphframes`` if present, else ``spark``.
 """
@@ -29,6 +30,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components as csgraph_components
 
 from jobs.config import GraphSettings
+from jobs.spark import JVM_PACKAGES, is_connect, package_available
 
 OUTPUT_SCHEMA = T.StructType(
     [
@@ -50,21 +52,9 @@ def _check_inputs(vertices: DataFrame, edges: DataFrame) -> None:
             raise ValueError(f"edges is missing column {column!r}")
 
 
-def _is_connect(spark: SparkSession) -> bool:
-    return type(spark).__module__.startswith("pyspark.sql.connect")
-
-
 def graphframes_available(spark: SparkSession) -> bool:
     """True when the GraphFrames JVM classes can be loaded by this (classic) session."""
-    if _is_connect(spark):
-        return False
-    try:
-        jvm = spark.sparkContext._jvm  # noqa: SLF001 (only the optional backend touches the JVM)
-        loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
-        jvm.java.lang.Class.forName("org.graphframes.GraphFrame", True, loader)
-        return True
-    except Exception:  # noqa: BLE001 (py4j raises its own error types)
-        return False
+    return package_available(spark, "graphframes")
 
 
 def components_local(spark: SparkSession, vertices: DataFrame, edges: DataFrame) -> DataFrame:
@@ -186,20 +176,50 @@ def components_spark(
 
 
 def components_graphframes(
-    spark: SparkSession, vertices: DataFrame, edges: DataFrame, checkpoint_interval: int
+    spark: SparkSession,
+    vertices: DataFrame,
+    edges: DataFrame,
+    checkpoint_interval: int,
+    algorithm: str = "two_phase",
+    max_iterations: int = 60,
 ) -> DataFrame:
-    """GraphFrames' connected components, relabelled to the common output contract."""
+    """GraphFrames' connected components, relabelled to the common output contract.
+
+    Args:
+        spark: a classic session with the GraphFrames JVM package.
+        vertices: ``account_id`` of every account, isolated ones included.
+        edges: undirected ``src, dst`` edges (self loops and duplicates allowed).
+        checkpoint_interval: rounds between (local) checkpoints.
+        algorithm: ``two_phase``, ``graphx`` or ``randomized_contraction``.
+        max_iterations: Pregel supersteps for ``graphx`` (the others run to convergence).
+
+    Returns:
+        ``account_id, component_id`` for every vertex.
+    """
     _check_inputs(vertices, edges)
     if not graphframes_available(spark):
+        where = (
+            "Spark Connect: the server needs the GraphFrames Connect plugin"
+            if is_connect(spark)
+            else 'add spark.packages = ["graphframes"] ('
+            + ", ".join(JVM_PACKAGES["graphframes"].coordinates)
+            + ") on a classic Spark session"
+        )
         raise BackendUnavailableError(
-            "graphframes backend: the GraphFrames JVM package is not on the classpath "
-            "(add spark.jars.packages=io.graphframes:graphframes-spark4_2.13:<version> on a "
-            "classic Spark session; Spark Connect needs the GraphFrames Connect plugin)"
+            f"graphframes backend: the GraphFrames JVM package is not on the classpath ({where})"
         )
     from graphframes import GraphFrame  # imported only where the jar exists
 
-    graph = GraphFrame(vertices.select(F.col("account_id").alias("id")), edges.select("src", "dst"))
-    labelled = graph.connectedComponents(checkpointInterval=checkpoint_interval)
+    graph = GraphFrame(
+        vertices.select(F.col("account_id").alias("id")).distinct(), edges.select("src", "dst")
+    )
+    labelled = graph.connectedComponents(
+        algorithm=algorithm,
+        checkpointInterval=checkpoint_interval,
+        broadcastThreshold=-1,  # let adaptive query execution handle skewed joins
+        use_local_checkpoints=True,
+        max_iter=max_iterations,
+    )
     smallest = labelled.groupBy("component").agg(F.min("id").alias("component_id"))
     return labelled.join(smallest, "component").select(
         F.col("id").alias("account_id"), "component_id"
@@ -223,7 +243,12 @@ def connected_components(
         return components_local(spark, vertices, edges), backend
     if backend == "graphframes":
         return components_graphframes(
-            spark, vertices, edges, settings.spark_checkpoint_interval
+            spark,
+            vertices,
+            edges,
+            settings.spark_checkpoint_interval,
+            settings.graphframes_algorithm,
+            settings.spark_max_iterations,
         ), backend
     return components_spark(
         spark, vertices, edges, settings.spark_max_iterations, settings.spark_checkpoint_interval

@@ -42,6 +42,9 @@ class SparkSettings(_Section):
     shuffle_partitions: int = 8
     driver_memory: str = "6g"
     conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings.")
+    packages: list[Literal["s3a", "graphframes"]] = Field(
+        default_factory=list, description="Optional JVM packages (jobs.spark.JVM_PACKAGES)."
+    )
 
 
 class LakeSettings(_Section):
@@ -58,6 +61,9 @@ class LakeSettings(_Section):
         default=None, description="S3-compatible endpoint of an object-store lake; default AWS."
     )
     region: str | None = None
+    format: Literal["parquet", "delta"] = Field(
+        default="parquet", description="How input tables are stored: Parquet folders or Delta."
+    )
 
     @property
     def lake_path(self) -> Path | ObjectPath:
@@ -98,6 +104,7 @@ class GraphSettings(_Section):
     )
     spark_max_iterations: int = 60
     spark_checkpoint_interval: int = 2
+    graphframes_algorithm: Literal["two_phase", "graphx", "randomized_contraction"] = "two_phase"
     min_farm_size: int = 5
     refinement: Literal["leiden", "none"] = "leiden"
     refine_min_size: int = 30

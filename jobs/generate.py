@@ -2,7 +2,7 @@
 
 In: a :class:`jobs.world.WorldSpec`. Out: the five input tables of :mod:`jobs.contracts`
 (``signups``, ``payments``, ``ip_events``, ``api_usage``, ``labels``) plus ``ground_truth``, as
-Parquet folders under the lake, and ``_world.json`` describing the spec. Called by
+Parquet folders (or Delta tables) under the lake, and ``_world.json`` describing the spec. Called by
 ``farmwatch generate``, the demo, the tests and ``benchmarks/bench_generate.py``.
 
 Every random draw is a hash of (seed, draw name, row index), never ``rand()``: rows never move
@@ -24,6 +24,7 @@ from pyspark.sql import functions as F
 
 from jobs.contracts import CONTRACTS
 from jobs.lake import ObjectPath
+from jobs.tables import TableFormat, write_table
 from jobs.world import WorldSpec
 
 _ID_MODULUS = 1_000_000_000
@@ -796,13 +797,18 @@ class WorldGenerator:
         }
 
 
-def generate(spark: SparkSession, spec: WorldSpec, lake: Path | ObjectPath) -> dict[str, int]:
-    """Generate a world and write it under ``lake``; returns row counts per table."""
+def generate(
+    spark: SparkSession,
+    spec: WorldSpec,
+    lake: Path | ObjectPath,
+    table_format: TableFormat = "parquet",
+) -> dict[str, int]:
+    """Generate a world and write it under ``lake`` (Parquet or Delta); returns row counts."""
     generator = WorldGenerator(spark, spec)
     lake.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     for name, df in generator.tables().items():
-        df.write.mode("overwrite").option("compression", "zstd").parquet(str(lake / name))
+        write_table(spark, df, lake / name, table_format)
         counts[name] = spark.read.parquet(str(lake / name)).count()
     meta = {"spec": json.loads(spec.to_json()), "counts": counts, "end_date": spec.end_date}
     (lake / "_world.json").write_text(json.dumps(meta, indent=2, sort_keys=True))

@@ -1,9 +1,10 @@
 """Ingest and validate: enforce the data contracts on the input tables for one run.
 
-In: the raw Parquet tables of :mod:`jobs.contracts` under the lake, a run date and a look-back
-window. Out, per table: accepted rows (typed to the contract), quarantined rows (the raw row as
-JSON plus a ``reason``), and counts where ``read = accepted + quarantined``. Called by the nightly
-flow's ingest task and by training; :func:`validate_table` is the pure transform the tests use.
+In: the raw tables of :mod:`jobs.contracts` under the lake (Parquet folders or Delta tables,
+``lake.format``), a run date and a look-back window. Out, per table: accepted rows (typed to the
+contract), quarantined rows (the raw row as JSON plus a ``reason``), and counts where
+``read = accepted + quarantined``. Called by the nightly flow's ingest task and by training;
+:func:`validate_table` is the pure transform the tests use.
 
 A row is *read* when its event time falls in the window ``[run_date - lookback, run_date]`` or
 cannot be used at all (null, unparseable or impossible); rows cleanly outside the window are not
@@ -24,6 +25,8 @@ from pyspark.sql import functions as F
 from jobs.config import Settings
 from jobs.contracts import INPUT_TABLES, TableContract
 from jobs.lake import ObjectPath
+from jobs.tables import TableFormat, UnsupportedTableError
+from jobs.tables import read_table as read_stored_table
 
 REASON = "reason"
 
@@ -175,21 +178,27 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-def read_table(spark: SparkSession, lake: Path | ObjectPath, contract: TableContract) -> DataFrame:
-    """Read one input table, failing with a message that names it."""
+def read_table(
+    spark: SparkSession,
+    lake: Path | ObjectPath,
+    contract: TableContract,
+    table_format: TableFormat = "parquet",
+) -> DataFrame:
+    """Read one input table (a Parquet folder or a Delta table), failing with its name."""
     path = lake / contract.name
     if not path.exists():
         raise InputTableError(f"input table {contract.name!r} not found at {path}")
     try:
-        df = spark.read.parquet(str(path))
+        df, _ = read_stored_table(spark, path, table_format)
         df.schema  # noqa: B018 (forces the footer read so corrupt files fail here)
+    except (FileNotFoundError, UnsupportedTableError) as exc:
+        raise InputTableError(f"input table {contract.name!r}: {exc}") from exc
     except Exception as exc:  # AnalysisException, SparkException, Py4JJavaError...
         hint = ""
         if "S3AFileSystem" in str(exc) or "No FileSystem for scheme" in str(exc):
             hint = (
-                " (an s3a:// lake needs the hadoop-aws package on the Spark classpath, "
-                "spark.jars.packages=org.apache.hadoop:hadoop-aws:<hadoop version>; "
-                "see infra/README.md)"
+                " (an s3a:// lake needs the hadoop-aws package on the Spark classpath: "
+                'spark.packages = ["s3a"]; see infra/README.md)'
             )
         raise InputTableError(
             f"input table {contract.name!r} at {path} is unreadable: {_first_line(exc)}{hint}"
@@ -221,7 +230,7 @@ def run(
     )
     counts: dict[str, TableCounts] = {}
     for contract in INPUT_TABLES:
-        raw = read_table(spark, settings.lake.lake_path, contract)
+        raw = read_table(spark, settings.lake.lake_path, contract, settings.lake.format)
         try:
             accepted, quarantined, outside = validate_table(raw, contract, window)
         except ValueError as exc:

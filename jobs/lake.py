@@ -43,15 +43,28 @@ class ObjectPath:
     Args:
         filesystem: pyarrow S3 filesystem (endpoint, region and credentials set).
         key: ``bucket/prefix/...`` without a scheme.
+        endpoint_url: the S3-compatible endpoint, for clients other than ``filesystem``.
+        region: the bucket's region, likewise.
     """
 
-    def __init__(self, filesystem: pafs.FileSystem, key: str) -> None:
+    def __init__(
+        self,
+        filesystem: pafs.FileSystem,
+        key: str,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+    ) -> None:
         self.filesystem = filesystem
         self.key = key.strip("/")
+        self.endpoint_url = endpoint_url
+        self.region = region
         self._info: pafs.FileInfo | None = None
 
+    def _at(self, key: str) -> ObjectPath:
+        return ObjectPath(self.filesystem, key, self.endpoint_url, self.region)
+
     def __truediv__(self, name: str) -> ObjectPath:
-        return ObjectPath(self.filesystem, f"{self.key}/{str(name).strip('/')}")
+        return self._at(f"{self.key}/{str(name).strip('/')}")
 
     def __str__(self) -> str:
         return f"s3a://{self.key}"
@@ -76,7 +89,7 @@ class ObjectPath:
     @property
     def parent(self) -> ObjectPath:
         """The prefix one level up."""
-        return ObjectPath(self.filesystem, str(PurePosixPath(self.key).parent))
+        return self._at(str(PurePosixPath(self.key).parent))
 
     def _fresh_type(self) -> pafs.FileType:
         return self.filesystem.get_file_info(self.key).type
@@ -136,7 +149,7 @@ class ObjectPath:
         selector = pafs.FileSelector(self.key, recursive=True, allow_not_found=True)
         found = []
         for info in self.filesystem.get_file_info(selector):
-            child = ObjectPath(self.filesystem, info.path)
+            child = self._at(info.path)
             child._info = info
             found.append(child)
         return found
@@ -173,7 +186,7 @@ def lake_location(
         key = text.split("://", 1)[1]
         if not key.strip("/"):
             raise ValueError(f"object-storage location {text!r} names no bucket")
-        return ObjectPath(object_filesystem(endpoint_url, region), key)
+        return ObjectPath(object_filesystem(endpoint_url, region), key, endpoint_url, region)
     return Path(text).resolve()
 
 

@@ -1,10 +1,11 @@
 """The same nightly job on a Spark standalone cluster and over Spark Connect as in local mode.
 
-A small world is generated, a model trained and the nightly run done in local mode (in this
-process). Then ``farmwatch nightly`` runs as a separate process against a standalone cluster
-(a master and two workers started by ``infra/spark-local-cluster.sh``) and against a Spark
-Connect server started the same way, each publishing to its own folder. All three must publish
-the same run id and byte-identical ban lists; the fixtures stop everything they started.
+The shared small world (``tests/flows/conftest.py``: generated, a model trained and the nightly
+run done in local mode in this process) is the reference. Then ``farmwatch nightly`` runs as a
+separate process against a standalone cluster (a master and two workers started by
+``infra/spark-local-cluster.sh``) and against a Spark Connect server started the same way, each
+publishing to its own folder. All three must publish the same run id and byte-identical ban
+lists; the fixtures stop everything they started.
 """
 
 from __future__ import annotations
@@ -15,12 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
-
-from flows.nightly import nightly_flow
-from flows.training import training_flow
-from jobs.generate import generate
-from jobs.world import build_spec
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,20 +41,11 @@ def _nightly_in_subprocess(home: Path, target: Path, **spark_env: str) -> str:
     return done.stdout
 
 
-def _published(target: Path) -> tuple[str, bytes]:
-    (run,) = list(target.glob("banlists/dt=*/run=*"))
-    return run.name, (run / "banlist.parquet").read_bytes()
-
-
 def test_cluster_and_connect_publish_the_same_list_as_local(
-    spark, farmwatch_home, spark_cluster, spark_connect_server
+    small_world, spark_cluster, spark_connect_server
 ):
-    generate(spark, build_spec("distillation-campaign", 3_000, seed=3), farmwatch_home / "lake")
-    with prefect_test_harness(server_startup_timeout=120):
-        training_flow()
-        local = nightly_flow()
-    assert local["banned"] > 0
-    run_id, reference = _published(farmwatch_home / "bucket")
+    farmwatch_home, local = small_world.home, small_world.summary
+    run_id, reference = small_world.run_id, small_world.banlist
 
     out = _nightly_in_subprocess(
         farmwatch_home,
@@ -68,7 +54,7 @@ def test_cluster_and_connect_publish_the_same_list_as_local(
         FARMWATCH_SPARK__CONF='{"spark.executor.memory": "1g"}',
     )
     assert f"accounts banned : {local['banned']:,}" in out
-    assert _published(farmwatch_home / "bucket-cluster") == (run_id, reference)
+    assert small_world.published(farmwatch_home / "bucket-cluster") == (run_id, reference)
 
     out = _nightly_in_subprocess(
         farmwatch_home,
@@ -76,4 +62,4 @@ def test_cluster_and_connect_publish_the_same_list_as_local(
         FARMWATCH_SPARK__REMOTE=spark_connect_server,
     )
     assert f"accounts banned : {local['banned']:,}" in out
-    assert _published(farmwatch_home / "bucket-connect") == (run_id, reference)
+    assert small_world.published(farmwatch_home / "bucket-connect") == (run_id, reference)

@@ -78,15 +78,23 @@ def test_spark_backend_reports_non_convergence(spark):
         components_spark(spark, vertices, edge_df, max_iterations=1, checkpoint_interval=1)
 
 
-def test_graphframes_is_detected_never_faked(spark):
-    assert graphframes_available(spark) is False  # the JVM package is not installable here
+def test_graphframes_backend_without_its_jar_names_the_package(spark):
+    # the shared session is started without spark.packages, as `make demo` is
+    assert graphframes_available(spark) is False
     vertices, edge_df = frames(spark, ["a", "b"], [("a", "b")])
-    with pytest.raises(BackendUnavailableError, match="graphframes-spark4"):
+    with pytest.raises(
+        BackendUnavailableError, match=r'spark.packages = \["graphframes"\] \(io.graphframes:'
+    ):
         components_graphframes(spark, vertices, edge_df, checkpoint_interval=2)
-    with pytest.raises(BackendUnavailableError):
+    with pytest.raises(BackendUnavailableError, match="graphframes-spark4_2.13:0.12.3"):
         connected_components(
             spark, vertices, edge_df, GraphSettings(components_backend="graphframes")
         )
+    result, backend = connected_components(
+        spark, vertices, edge_df, GraphSettings(local_max_edges=0)
+    )
+    assert backend == "spark"  # auto passes over the absent jar
+    assertDataFrameEqual(result, spark.createDataFrame([("a", "a"), ("b", "a")], OUTPUT_SCHEMA))
 
 
 def test_auto_picks_by_graph_size(spark):

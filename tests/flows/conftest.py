@@ -1,0 +1,54 @@
+"""One small published world shared by the end-to-end tests that compare ban lists.
+
+``small_world`` generates a 3,000-account world once per test session, as Parquet folders
+(``<home>/lake``) and, from the same spec, as Delta tables (``<home>/lake-delta``), trains a
+model and runs the nightly flow on the Parquet lake in local mode. Tests that run the same
+nightly job elsewhere (a standalone cluster, Spark Connect, an ``s3a://`` lake, a Delta lake)
+compare their ban list with this one; each writes to its own runs folder and target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.nightly import nightly_flow
+from flows.training import training_flow
+from jobs.generate import generate
+from jobs.world import build_spec
+
+
+@dataclass(frozen=True)
+class PublishedWorld:
+    """The shared world's farmwatch home, its nightly summary and its published list."""
+
+    home: Path
+    summary: dict
+    run_id: str
+    banlist: bytes
+
+    @staticmethod
+    def published(target: Path) -> tuple[str, bytes]:
+        """Run id and ``banlist.parquet`` bytes of the one run published under ``target``."""
+        (run,) = list(target.glob("banlists/dt=*/run=*"))
+        return run.name, (run / "banlist.parquet").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def small_world(spark, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PublishedWorld]:
+    home = tmp_path_factory.mktemp("small-world") / "farmwatch"
+    spec = build_spec("distillation-campaign", 3_000, seed=3)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FARMWATCH_LAKE__HOME", str(home))
+        patch.delenv("FARMWATCH_CONFIG", raising=False)
+        generate(spark, spec, home / "lake")
+        generate(spark, spec, home / "lake-delta", "delta")
+        with prefect_test_harness(server_startup_timeout=120):
+            training_flow()
+            summary = nightly_flow()
+    assert summary["banned"] > 0
+    yield PublishedWorld(home, summary, *PublishedWorld.published(home / "bucket"))
