@@ -14,8 +14,9 @@ users). Per cell, against ground truth: the campaign's accounts banned and banne
 the ban list's precision, false bans (and which legitimate segments they came from), legitimate
 accounts sent to review, every operator's banned share, the training's cross-validation figures
 and the largest single feature's share of gain. Bars (issue 16) are checked per cell; the
-summary says which cells fail. Writes one JSON per cell under ``--out``, ``quality.json`` and
-``quality.png`` (recall and false bans per cell).
+summary says which cells fail. Writes one JSON per cell under ``--out``, and
+``quality-<size>.json`` with ``quality-<size>.png`` (recall and false bans per cell), rebuilt
+from every cell of that size under ``--out`` (so several invocations add up).
 
     .venv/bin/python benchmarks/bench_quality.py --size 20000 --seeds 1-8
     .venv/bin/python benchmarks/bench_quality.py --size 200000 --seeds 1-3
@@ -181,7 +182,6 @@ def main() -> None:
 
     spark = spark_for(settings_for(None))
     kinds = args.kinds.split(",")
-    cells: list[dict[str, Any]] = []
     for seed in seeds_of(args.seeds):
         mixed = world_home(work, "mixed-operators", args.size, seed)
         mixed_model: dict[str, Any] | None = None
@@ -223,7 +223,6 @@ def main() -> None:
                 }
                 result["bars_missed"] = check_bars(scenario, result)
                 (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=str))
-                cells.append(result)
                 print(
                     f"{name}: campaign banned {result['campaign_banned']:.4f}, banned or "
                     f"review {result['campaign_banned_or_review']:.4f}, precision "
@@ -232,9 +231,17 @@ def main() -> None:
                     + (f"  MISSED: {result['bars_missed']}" if result["bars_missed"] else ""),
                     flush=True,
                 )
-    summary_path = out / f"quality-{args.size}.json"
+    summarise(out, args.size)
+
+
+def summarise(out: Path, size: int) -> None:
+    """``quality-<size>.json`` and ``.png`` from every cell of that size under ``out``."""
+    cells = [json.loads(p.read_text()) for p in sorted(out.glob(f"{size}-*.json"))]
+    order = {s: i for i, s in enumerate(BARS)}
+    cells.sort(key=lambda c: (order.get(c["scenario"], 9), c["kind"], c["seed"]))
+    summary_path = out / f"quality-{size}.json"
     table = {
-        "size": args.size,
+        "size": size,
         "cells": len(cells),
         "cells_missing_a_bar": [c["cell"] for c in cells if c["bars_missed"]],
         "false_bans_total": sum(c["false_bans"] for c in cells),
@@ -256,9 +263,9 @@ def main() -> None:
         ],
     }
     summary_path.write_text(json.dumps(table, indent=2))
-    plot(cells, out / f"quality-{args.size}.png")
+    plot(cells, out / f"quality-{size}.png")
     print(json.dumps({k: v for k, v in table.items() if k != "rows"}, indent=2))
-    print(f"wrote {summary_path} and {out / f'quality-{args.size}.png'}")
+    print(f"wrote {summary_path} and {out / f'quality-{size}.png'}")
 
 
 if __name__ == "__main__":

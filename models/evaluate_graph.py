@@ -1,10 +1,13 @@
 """Check the farm model's graph features on a labelled graph from elsewhere.
 
 In: a nodes Parquet file (``id``, ``label`` 0/1, numeric feature columns) and an edges Parquet
-file (``src``, ``dst``, optional ``type``). Out: a result dict (and a two-row table) with AUROC,
-AUPRC and Rec@K (K = number of positives) of LightGBM's out-of-fold scores under stratified
-k-fold cross-validation, once on the node features only and once with graph features added.
-Called by ``farmwatch evaluate-graph`` (:mod:`flows.cli`) and the tests.
+file (``src``, ``dst``, optional ``type``). Out: a result dict (and a three-row table) with
+AUROC, AUPRC and Rec@K (K = number of positives) of LightGBM's out-of-fold scores under
+stratified k-fold cross-validation: on the node features only, with graph features added, and
+"graph if it helps", where each outer fold keeps the graph features only if they score at least
+as well on that fold's training part (inner cross-validation), so a graph that carries little
+cannot lower the result beyond noise. Called by ``farmwatch evaluate-graph`` (:mod:`flows.cli`)
+and the tests.
 
 Graph features are the neighbourhood and component features of :mod:`jobs.neighbourhood`
 (computed by Spark once, they use no labels) plus four label-derived features computed per fold
@@ -56,6 +59,9 @@ LABEL_FEATURES = (
     "component_known_positive_share",
 )
 ARMS = ("without_graph", "with_graph")
+# the arm a deployment would run: per outer fold, the graph features are kept only when they
+# score at least as well on the training part's own inner folds
+CHOSEN = "graph_if_it_helps"
 _EXAMPLES = 3
 _SMALL_TRAINING_ROWS = 50_000
 
@@ -329,16 +335,22 @@ def known_positive_features(
         )
 
 
+def inner_folds(train_rows: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    """The training rows held out by each inner fold (random parts, not stratified)."""
+    inner = KFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [train_rows[held] for _, held in inner.split(train_rows)]
+
+
 def fold_label_features(
-    evaluation: EvaluationSet, train_rows: np.ndarray, inner_folds: int, seed: int
+    evaluation: EvaluationSet, train_rows: np.ndarray, inner: int, seed: int
 ) -> np.ndarray:
     """:data:`LABEL_FEATURES` for one outer fold, from training-fold labels only.
 
     Test rows use every training label; training rows use the training labels outside their
-    inner fold (``inner_folds`` random parts), so no row uses its own label and no row uses a
-    test label. The inner folds are deliberately not stratified: a stratified split depends on
-    the labels, so flipping a node's own label would move other nodes between its inner fold
-    and the rest and change its features.
+    inner fold (``inner`` random parts, :func:`inner_folds`), so no row uses its own label and
+    no row uses a test label. The inner folds are deliberately not stratified: a stratified
+    split depends on the labels, so flipping a node's own label would move other nodes between
+    its inner fold and the rest and change its features.
 
     Returns:
         One row per node of the evaluation set.
@@ -349,15 +361,49 @@ def fold_label_features(
     features = known_positive_features(
         evaluation.component_codes, evaluation.pair_rows, labels, in_training
     )
-    inner = KFold(n_splits=inner_folds, shuffle=True, random_state=seed)
-    for _, held in inner.split(train_rows):
-        held_rows = train_rows[held]
+    for held_rows in inner_folds(train_rows, inner, seed):
         known = in_training.copy()
         known[held_rows] = False
         features[held_rows] = known_positive_features(
             evaluation.component_codes, evaluation.pair_rows, labels, known
         )[held_rows]
     return features
+
+
+def graph_helps(
+    matrices: dict[str, np.ndarray],
+    labels: np.ndarray,
+    names: dict[str, list[str]],
+    train_rows: np.ndarray,
+    settings: ModelSettings,
+    folds: int,
+    seed: int,
+) -> tuple[bool, dict[str, float]]:
+    """Whether the graph features earn their place on this training part alone.
+
+    Both arms are cross-validated on the training rows over the same inner folds that built
+    the training rows' label features (so an inner fold's rows never use each other's
+    labels); the graph is kept when its inner out-of-fold AUPRC is at least the node-only one.
+
+    Returns:
+        The decision and each arm's inner AUPRC.
+    """
+    held_out = inner_folds(train_rows, folds, seed)
+    oof = {arm: np.zeros(len(labels)) for arm in ARMS}
+    for held_rows in held_out:
+        fit_rows = np.setdiff1d(train_rows, held_rows)
+        if labels[fit_rows].sum() == 0 or labels[held_rows].sum() == 0:
+            continue
+        for arm in ARMS:
+            booster = fit_fold(
+                matrices[arm][fit_rows], labels[fit_rows], names[arm], settings, seed
+            )
+            oof[arm][held_rows] = booster.predict(matrices[arm][held_rows])
+    inner = {
+        arm: float(average_precision_score(labels[train_rows], oof[arm][train_rows]))
+        for arm in ARMS
+    }
+    return inner["with_graph"] >= inner["without_graph"], inner
 
 
 def fit_fold(
@@ -449,8 +495,9 @@ def cross_validate(
             *LABEL_FEATURES,
         ],
     }
-    scores = {arm: np.zeros(len(labels)) for arm in ARMS}
+    scores = {arm: np.zeros(len(labels)) for arm in (*ARMS, CHOSEN)}
     fold_of = np.zeros(len(labels), dtype=int)
+    chosen, inner_auprc = [], []
     outer = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for fold, (train_rows, test_rows) in enumerate(outer.split(node_matrix, labels)):
         fold_of[test_rows] = fold
@@ -464,7 +511,18 @@ def cross_validate(
                 matrices[arm][train_rows], labels[train_rows], names[arm], settings, seed
             )
             scores[arm][test_rows] = booster.predict(matrices[arm][test_rows])
-    return {"scores": scores, "fold_of": fold_of, "feature_names": names}
+        keep, inner = graph_helps(matrices, labels, names, train_rows, settings, folds, seed)
+        arm = "with_graph" if keep else "without_graph"
+        scores[CHOSEN][test_rows] = scores[arm][test_rows]
+        chosen.append(arm)
+        inner_auprc.append(inner)
+    return {
+        "scores": scores,
+        "fold_of": fold_of,
+        "feature_names": names,
+        "chosen_by_fold": chosen,
+        "inner_auprc_by_fold": inner_auprc,
+    }
 
 
 def ranking_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
@@ -507,7 +565,9 @@ def evaluate_labelled_graph(
 
     Returns:
         Plain JSON-ready dict: inputs, graph report, settings, feature lists, and per arm
-        (``without_graph``, ``with_graph``) AUROC, AUPRC, Rec@K, K and AUPRC per fold.
+        (``without_graph``, ``with_graph`` and ``graph_if_it_helps``: per fold the graph
+        features only when the training part's inner folds say they help) AUROC, AUPRC,
+        Rec@K, K and AUPRC per fold.
     """
     start = time.perf_counter()
     if folds < 2:  # before reading anything; check_folds repeats it for direct callers
@@ -534,7 +594,7 @@ def evaluate_labelled_graph(
             "graph": [*evaluation.structural_features, *LABEL_FEATURES],
         },
     }
-    for arm in ARMS:
+    for arm in (*ARMS, CHOSEN):
         scores = outcome["scores"][arm]
         by_fold = [
             float(
@@ -545,6 +605,8 @@ def evaluate_labelled_graph(
             for f in range(folds)
         ]
         result[arm] = {**ranking_metrics(labels, scores), "auprc_by_fold": by_fold}
+    result[CHOSEN]["chosen_by_fold"] = outcome["chosen_by_fold"]
+    result[CHOSEN]["inner_auprc_by_fold"] = outcome["inner_auprc_by_fold"]
     result["seconds"] = round(time.perf_counter() - start, 1)
     return result
 
@@ -571,10 +633,15 @@ def render_table(result: dict[str, Any]) -> str:
     lines += [
         f"LightGBM, {result['folds']}-fold stratified cross-validation (seed {result['seed']}), "
         f"out-of-fold scores, K = {k:,} positives, {result['seconds']:.0f}s",
-        f"{'model':<15} {'AUROC':>7} {'AUPRC':>7} {'Rec@K':>7}",
+        f"{'model':<17} {'AUROC':>7} {'AUPRC':>7} {'Rec@K':>7}",
     ]
-    for arm in ARMS:
+    for arm in (*ARMS, CHOSEN):
         m = result[arm]
         label = arm.replace("_", " ")
-        lines.append(f"{label:<15} {m['auroc']:>7.4f} {m['auprc']:>7.4f} {m['rec_at_k']:>7.4f}")
+        lines.append(f"{label:<17} {m['auroc']:>7.4f} {m['auprc']:>7.4f} {m['rec_at_k']:>7.4f}")
+    kept = sum(a == "with_graph" for a in result[CHOSEN]["chosen_by_fold"])
+    lines.append(
+        f"graph if it helps: the graph features were kept in {kept} of {result['folds']} "
+        "folds (chosen on each training part's own inner folds)"
+    )
     return "\n".join(lines)

@@ -1,10 +1,12 @@
-"""End to end: a 20,000-account world -> training flow -> nightly flow -> ban list on disk.
+"""End to end: the demo's world -> training flow -> nightly flow -> ban list on disk.
 
-Runs the real Prefect flows (under ``prefect_test_harness``), real Spark jobs, a real LightGBM
-model registered in a real (SQLite) MLflow registry, and the real publisher: first to the local
-folder that stands in for the bucket, then, for the same date, to an S3-protocol server (moto,
-a separate process) through the same code, which must hold the same list. Then breaks an input
-table and checks that the failed run leaves the previous ban list in force.
+Runs the real Prefect flows (under ``prefect_test_harness``), real Spark jobs, real LightGBM
+models registered in a real (SQLite) MLflow registry, and the real publisher on the world
+``make demo`` builds (its size and seed): the campaign must be found with no false ban, and the
+summary must print the lines the README quotes as the demo's output. Then the same date is
+published to an S3-protocol server (moto, a separate process) through the same code, which must
+hold the same list; then an input table is broken and the failed run must leave the previous
+ban list in force.
 """
 
 from __future__ import annotations
@@ -20,19 +22,32 @@ import pandas as pd
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
+from flows.cli import DEMO_ACCOUNTS, DEMO_SEED
 from flows.nightly import nightly_flow
 from flows.training import training_flow
 from jobs.config import PublishSettings
 from jobs.generate import generate
 from jobs.ingest import InputTableError
 from jobs.reader import load_latest
+from jobs.report import render_text
 from jobs.store import S3Store
 from jobs.world import build_spec
 
 pytestmark = pytest.mark.e2e
 
+ROOT = Path(__file__).resolve().parents[2]
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[a-z]{2,}")
 IPV4 = re.compile(r"\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b")
+
+
+def readme_demo_lines() -> list[str]:
+    """The summary lines of the README's sample ``make demo`` output (scores, bans, truth)."""
+    readme = (ROOT / "README.md").read_text().split("## Quick start", 1)[1]
+    block = re.findall(r"```\n(.*?)```", readme, re.S)[1]
+    keep = ("accounts scored", "farm candidates", "accounts banned", "vs ground truth")
+    lines = [line for line in block.splitlines() if line.startswith(keep)]
+    assert len(lines) == len(keep), block
+    return lines
 
 
 @pytest.fixture(scope="module")
@@ -44,22 +59,28 @@ def harness():
 def test_nightly_run_finds_the_campaign_and_publishes(
     spark, farmwatch_home: Path, harness, s3_server, monkeypatch
 ):
-    spec = build_spec("distillation-campaign", 20_000, seed=11)
+    spec = build_spec("distillation-campaign", DEMO_ACCOUNTS, seed=DEMO_SEED)
     generate(spark, spec, farmwatch_home / "lake")
 
     trained = training_flow()
     assert trained["version"] == "1"
     assert trained["promoted"] is True
     assert trained["metrics"]["auroc"] > 0.95
+    assert trained["training"]["combined"]["grouping"] == "farm"
 
     summary = nightly_flow()
     assert summary["run_date"] == spec.end_date
-    assert summary["accounts_scored"] == 20_000
+    assert summary["accounts_scored"] == DEMO_ACCOUNTS
     for table, counts in summary["ingest"].items():
         assert counts["read"] == counts["accepted"] + counts["quarantined"], table
     truth = summary["ground_truth"]
     assert truth["campaign_recall"] >= 0.9, truth
-    assert truth["precision"] >= 0.95, truth
+    assert truth["false_bans"] == 0, truth
+    assert truth["precision"] >= 0.995, truth
+    # the README's sample output is what this run prints
+    printed = render_text(summary).splitlines()
+    for line in readme_demo_lines():
+        assert line in printed, (line, printed)
 
     bucket = farmwatch_home / "bucket" / "banlists"
     latest = json.loads((bucket / "latest.json").read_text())

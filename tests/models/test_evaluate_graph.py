@@ -12,10 +12,11 @@ from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
 from flows.cli import main
-from jobs.config import GraphSettings
+from jobs.config import GraphSettings, ModelSettings
 from jobs.neighbourhood import component_features, neighbour_aggregates
 from models.evaluate_graph import (
     EvaluationSet,
+    evaluate_labelled_graph,
     fold_label_features,
     known_positive_features,
     ranking_metrics,
@@ -321,11 +322,15 @@ def test_evaluate_graph_end_to_end(spark, farmwatch_home, tmp_path, monkeypatch,
     assert "7 reference unknown node ids (ignored)" in out
 
     rows = {}
-    for arm in ("without graph", "with graph"):
+    for arm in ("without graph", "with graph", "graph if it helps"):
         match = re.search(rf"^{arm}\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)$", out, re.M)
         assert match, f"no {arm!r} row in:\n{out}"
         rows[arm] = [float(v) for v in match.groups()]
-    key = {"without graph": "without_graph", "with graph": "with_graph"}
+    key = {
+        "without graph": "without_graph",
+        "with graph": "with_graph",
+        "graph if it helps": "graph_if_it_helps",
+    }
     for arm, (auroc, auprc, rec_at_k) in rows.items():
         metrics = result[key[arm]]
         assert metrics["k"] == positives
@@ -335,3 +340,33 @@ def test_evaluate_graph_end_to_end(spark, farmwatch_home, tmp_path, monkeypatch,
     # the rings are only visible through the graph
     assert result["with_graph"]["auprc"] > result["without_graph"]["auprc"] + 0.2
     assert result["with_graph"]["rec_at_k"] > result["without_graph"]["rec_at_k"]
+    # the training folds see that the graph helps: every fold keeps it
+    assert result["graph_if_it_helps"]["chosen_by_fold"] == ["with_graph"] * result["folds"]
+    assert result["graph_if_it_helps"]["auprc"] == result["with_graph"]["auprc"]
+
+
+def test_a_graph_that_carries_nothing_cannot_lower_the_result(spark, tmp_path):
+    """Labels come from the node features alone and edges are random: graph features are
+    noise, and the arm that keeps them only where they help stays at the node-only figure."""
+    rng = np.random.default_rng(11)
+    n = 1500
+    features = rng.normal(size=(n, 4))
+    label = (features[:, 0] + 0.8 * features[:, 1] + rng.normal(0, 0.6, n) > 1.6).astype(int)
+    nodes = pd.DataFrame(features, columns=["f0", "f1", "f2", "f3"])
+    nodes.insert(0, "label", label)
+    nodes.insert(0, "id", [f"n{i:05d}" for i in range(n)])
+    pairs = rng.integers(0, n, size=(2 * n, 2))
+    ids = nodes["id"].to_numpy()
+    edges = pd.DataFrame({"src": ids[pairs[:, 0]], "dst": ids[pairs[:, 1]]})
+    result = evaluate_labelled_graph(
+        spark,
+        _write(nodes, tmp_path / "nodes.parquet"),
+        _write(edges, tmp_path / "edges.parquet"),
+        ModelSettings(),
+        folds=4,
+        seed=3,
+    )
+    chosen = result["graph_if_it_helps"]
+    assert chosen["auprc"] >= result["without_graph"]["auprc"] - 0.01
+    assert chosen["auroc"] >= result["without_graph"]["auroc"] - 0.005
+    assert len(chosen["inner_auprc_by_fold"]) == 4
