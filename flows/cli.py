@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 # the world `make demo` builds; the end-to-end test runs the same one (README sample output)
 DEMO_ACCOUNTS = 20_000
 DEMO_SEED = 7
+
 
 def _settings(args: argparse.Namespace) -> Any:
     from flows.runtime import configure_prefect_env, settings_for
@@ -87,8 +87,7 @@ def training_lines(result: dict) -> list[str]:
             f"combined {combined['cv_auprc']:.4f}, account only {account.get('cv_auprc', 0):.4f}"
         )
         shares = [
-            f"{name} {part['max_gain_share']['feature']} "
-            f"{part['max_gain_share']['share']:.0%}"
+            f"{name} {part['max_gain_share']['feature']} {part['max_gain_share']['share']:.0%}"
             for name, part in (("combined", combined), ("account", account))
             if part.get("max_gain_share", {}).get("feature")
         ]
