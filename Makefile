@@ -22,18 +22,18 @@ lint: install
 
 install: $(STAMP)
 
-# The optional JVM packages (jobs/spark.py JVM_PACKAGES) are fetched once into Spark's Ivy
+# The optional JVM packages (jobs/core/session.py JVM_PACKAGES) are fetched once into Spark's Ivy
 # cache (~/.ivy2.5.2); one that cannot be fetched is reported and the install still succeeds.
-$(STAMP): pyproject.toml constraints.txt jobs/spark.py
+$(STAMP): pyproject.toml constraints.txt jobs/core/session.py
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "farmwatch needs Python 3.11 (set PYTHON=/path/to/python3.11)"'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
-	$(BIN)/python -m jobs.spark fetch
+	$(BIN)/python -m jobs.core.session fetch
 	@touch $(STAMP)
 
 check-java:
-	@$(BIN)/python -c 'from jobs.spark import check_java, JavaMissingError; import sys; \
+	@$(BIN)/python -c 'from jobs.core.session import check_java, JavaMissingError; import sys; \
 	exec("try:\n    print(\"java\", check_java())\nexcept JavaMissingError as e:\n    sys.exit(str(e))")'
 
 bench: install check-java

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pyspark
 
-from jobs.config import SparkSettings
-from jobs.generate import generate
-from jobs.spark import build_session
-from jobs.world import build_spec
+from jobs.core.config import SparkSettings
+from jobs.core.session import build_session
+from jobs.world.generate import generate
+from jobs.world.spec import build_spec
 
 
 def main() -> None:

@@ -66,8 +66,9 @@ def main() -> None:
     bench_home("neighbourhood")
 
     from flows.runtime import settings_for, spark_for
-    from jobs.features import NEIGHBOUR_MAX_DEGREE, NEIGHBOUR_SOURCE_FEATURES
-    from jobs.neighbourhood import neighbour_aggregates
+    from jobs.features.account import NEIGHBOUR_MAX_DEGREE
+    from jobs.features.neighbourhood import neighbour_aggregates
+    from jobs.features.table import NEIGHBOUR_SOURCE_FEATURES
 
     settings = settings_for(None)
     spark = spark_for(settings)

@@ -32,8 +32,8 @@ def main() -> None:
     configure_prefect_env(settings)
     from flows.nightly import nightly_flow
     from flows.training import training_flow
-    from jobs.generate import generate
-    from jobs.world import build_spec
+    from jobs.world.generate import generate
+    from jobs.world.spec import build_spec
 
     generate_seconds = None
     if not args.lake:

@@ -61,8 +61,8 @@ def world_home(work: Path, scenario: str, size: int, seed: int) -> Path:
 
 def ensure_world(spark: Any, home: Path, scenario: str, size: int, seed: int) -> float:
     """Generate the world's lake unless an identical one is there; returns seconds spent."""
-    from jobs.generate import generate
-    from jobs.world import build_spec
+    from jobs.world.generate import generate
+    from jobs.world.spec import build_spec
 
     spec = build_spec(scenario, size, seed)
     meta = home / "lake" / "_world.json"

@@ -115,10 +115,11 @@ def _stages(
     from pyspark.sql import functions as F
 
     from flows.runtime import settings_for, spark_for
-    from jobs import communities, ingest
-    from jobs.generate import generate
-    from jobs.report import community_quality
-    from jobs.world import build_spec
+    from jobs.communities import stage as communities
+    from jobs.ingest import stage as ingest
+    from jobs.report.summary import community_quality
+    from jobs.world.generate import generate
+    from jobs.world.spec import build_spec
 
     settings = settings_for(None)
     spark = spark_for(settings)

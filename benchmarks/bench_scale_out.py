@@ -76,8 +76,8 @@ def main() -> None:
     settings = settings_for(None)
     configure_prefect_env(settings)
     from flows.training import training_flow
-    from jobs.generate import generate
-    from jobs.world import build_spec
+    from jobs.world.generate import generate
+    from jobs.world.spec import build_spec
 
     if not args.lake:
         generate(

@@ -1,23 +1,25 @@
-"""The ``farmwatch`` command line.
+"""The ``farmwatch`` command line: the flows' commands, and the others' registration.
 
 In: a sub-command and its flags (plus ``FARMWATCH_*`` environment variables or ``--config``).
 Out: generated worlds, trained models, published ban lists and short summaries on stdout; exit
-status 0 on success, 1 with a one-line reason on failure. Entry point of the console script.
+status 0 on success, 1 with a one-line reason on failure (``--debug`` adds the traceback).
+Entry point of the console script.
 
-Sub-commands: ``generate``, ``train``, ``nightly``, ``demo`` (generate + train + nightly on a
-small world), ``serve`` (the scheduler), ``backfill``, ``model rollback``, ``evaluate-graph``
-(cross-validate the model with and without graph features on a labelled graph), ``banlist
-latest|runs|show|diff|revoke|release``.
+Sub-commands here: ``generate``, ``train``, ``nightly``, ``demo`` (generate + train + nightly
+on a small world), ``serve`` (the scheduler), ``backfill``, ``model rollback``. Registered from
+their own packages, which need no Prefect: ``banlist latest|runs|show|diff|revoke|release``
+(:mod:`jobs.banlists.commands`) and ``evaluate-graph`` (:mod:`models.evaluate_graph`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
+
+import models.evaluate_graph as evaluate_graph
+from jobs.banlists import commands as banlist_commands
 
 # the world `make demo` builds; the end-to-end test runs the same one (README sample output)
 DEMO_ACCOUNTS = 20_000
@@ -32,12 +34,19 @@ def _settings(args: argparse.Namespace) -> Any:
     return settings
 
 
+def _settings_and_spark(args: argparse.Namespace) -> tuple[Any, Any]:
+    from flows.runtime import spark_for
+
+    settings = _settings(args)
+    return settings, spark_for(settings)
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     """Generate a synthetic world into the lake."""
     from flows.runtime import spark_for
-    from jobs.generate import generate
-    from jobs.lake import lake_location
-    from jobs.world import build_spec, load_overrides
+    from jobs.core.lake import lake_location
+    from jobs.world.generate import generate
+    from jobs.world.spec import build_spec, load_overrides
 
     settings = _settings(args)
     overrides = load_overrides(args.spec)
@@ -99,7 +108,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     """Run the nightly flow and print its summary."""
     _settings(args)  # configures Prefect's home before the flow module imports Prefect
     from flows.nightly import nightly_flow
-    from jobs.report import render_text
+    from jobs.report.summary import render_text
 
     summary = nightly_flow(
         run_date=args.date,
@@ -154,28 +163,6 @@ def cmd_model_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate_graph(args: argparse.Namespace) -> int:
-    """Cross-validate LightGBM on a labelled graph, without and with graph features."""
-    from flows.runtime import settings_for, spark_for
-    from models.evaluate_graph import evaluate_labelled_graph, render_table
-
-    settings = settings_for(args.config)
-    result = evaluate_labelled_graph(
-        spark_for(settings),
-        Path(args.nodes),
-        Path(args.edges),
-        settings.model,
-        folds=args.folds,
-        seed=settings.model.seed if args.seed is None else args.seed,
-        max_degree=args.max_degree,
-    )
-    print(render_table(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"result: {args.json}")
-    return 0
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     """Generate a small world, train, run the nightly flow, print the summary."""
     start = time.perf_counter()
@@ -205,122 +192,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _banlist_store(args: argparse.Namespace) -> tuple[Any, str]:
-    from jobs.store import store_for
-
-    settings = _settings(args)
-    return store_for(settings.publish.target_for(settings.home), settings.publish), (
-        settings.publish.prefix
-    )
-
-
-def _run_prefix(store: Any, prefix: str, run_id: str | None) -> str:
-    from jobs.publish import find_run, latest_pointer
-
-    if run_id is None:
-        latest = latest_pointer(store, prefix)
-        if latest is None:
-            raise FileNotFoundError(f"no ban list in force under {store.describe()}/{prefix}")
-        return latest["prefix"]
-    return find_run(store, prefix, run_id)["prefix"]
-
-
-def cmd_banlist_latest(args: argparse.Namespace) -> int:
-    """Show the ban list in force."""
-    from jobs.publish import read_latest
-
-    store, prefix = _banlist_store(args)
-    manifest, banlist = read_latest(store, prefix)
-    keys = ("run_date", "run_id", "counts", "model", "diff")
-    print(json.dumps({k: manifest[k] for k in keys}, indent=2))
-    print(banlist.head(args.rows).to_string(index=False))
-    return 0
-
-
-def cmd_banlist_runs(args: argparse.Namespace) -> int:
-    """List published, held and revoked runs."""
-    from jobs.publish import list_runs
-
-    store, prefix = _banlist_store(args)
-    for run in list_runs(store, prefix):
-        c = run["counts"]
-        print(
-            f"{run['run_date']}  {run['run_id']}  {run['status']:<9}  ban {c['ban']:>7,}  "
-            f"review {c['review']:>6,}  watch {c['watch']:>6,}"
-        )
-    return 0
-
-
-def cmd_banlist_show(args: argparse.Namespace) -> int:
-    """One run (default: the list in force), optionally one account's reasons or one farm."""
-    from jobs.publish import read_run, read_status
-
-    store, prefix = _banlist_store(args)
-    run_prefix = _run_prefix(store, prefix, args.run)
-    manifest, banlist = read_run(store, run_prefix)
-    status = read_status(store, run_prefix)
-    print(f"{run_prefix}  status {status['status']}  model {manifest['model']}")
-    print(f"breaker: {manifest['breaker']['reason']}")
-    if args.account:
-        rows = banlist[banlist["account_id"] == args.account]
-        if rows.empty:
-            print(f"{args.account} is not on this list")
-            return 0
-        row = rows.iloc[0]
-        print(
-            f"{row['account_id']}  farm {row['farm_id']}  score {row['score']:.4f}  {row['action']}"
-        )
-        for reason in row["reasons"]:
-            print(f"  - {reason}")
-        return 0
-    _, farms = read_run(store, run_prefix, "farms.parquet")
-    if args.farm:
-        farms = farms[farms["farm_id"] == args.farm]
-        print(farms.to_string(index=False))
-        print(banlist[banlist["farm_id"] == args.farm].head(args.rows).to_string(index=False))
-        return 0
-    print(farms.head(args.rows).to_string(index=False))
-    return 0
-
-
-def cmd_banlist_diff(args: argparse.Namespace) -> int:
-    """What changed against the list that was in force before this run."""
-    from jobs.publish import read_run
-
-    store, prefix = _banlist_store(args)
-    run_prefix = _run_prefix(store, prefix, args.run)
-    manifest, diff = read_run(store, run_prefix, "diff.parquet")
-    print(json.dumps(manifest["diff"], indent=2))
-    changed = diff[diff["change"] != "unchanged"]
-    print(changed.head(args.rows).to_string(index=False))
-    return 0
-
-
-def cmd_banlist_revoke(args: argparse.Namespace) -> int:
-    """Revoke a run; ``latest.json`` moves back to the newest good run."""
-    from jobs.publish import revoke
-
-    store, prefix = _banlist_store(args)
-    latest = revoke(store, prefix, args.run, args.reason)
-    where = f"{latest['run_date']} run {latest['run_id']}" if latest else "none"
-    print(f"revoked {args.run}; list in force: {where}")
-    return 0
-
-
-def cmd_banlist_release(args: argparse.Namespace) -> int:
-    """Publish a run the circuit breaker held, after review."""
-    from jobs.publish import release
-
-    store, prefix = _banlist_store(args)
-    result = release(store, prefix, args.run, args.reason)
-    print(f"{result.run_prefix}: {result.message} (in force: {result.in_force})")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests)."""
     parser = argparse.ArgumentParser(prog="farmwatch", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="TOML config file (sections mirror jobs/config.py)")
+    parser.add_argument("--config", help="TOML config file (sections mirror jobs/core/config.py)")
+    parser.add_argument(
+        "--debug", action="store_true", help="on failure, show the traceback as well"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="generate a synthetic world into the lake")
@@ -370,48 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     rbk.add_argument("--to", help="version (default: the champion it replaced)")
     rbk.set_defaults(func=cmd_model_rollback)
 
-    evg = sub.add_parser(
-        "evaluate-graph",
-        help="cross-validate the model with and without graph features on a labelled graph",
-    )
-    evg.add_argument("--nodes", required=True, help="Parquet: id, label (0/1), numeric features")
-    evg.add_argument("--edges", required=True, help="Parquet: src, dst, optional type")
-    evg.add_argument("--folds", type=int, default=5, help="stratified folds (default 5)")
-    evg.add_argument("--seed", type=int, help="fold and LightGBM seed (default: model.seed)")
-    evg.add_argument(
-        "--max-degree",
-        type=int,
-        default=200,
-        help="nodes of higher degree are not expanded through for 2-hop features",
-    )
-    evg.add_argument("--json", help="also write the result to this JSON file")
-    evg.set_defaults(func=cmd_evaluate_graph)
-
-    ban = sub.add_parser("banlist", help="trust-team view of published ban lists")
-    ban_sub = ban.add_subparsers(dest="banlist_command", required=True)
-    latest = ban_sub.add_parser("latest", help="show the ban list in force")
-    latest.add_argument("--rows", type=int, default=10)
-    latest.set_defaults(func=cmd_banlist_latest)
-    runs = ban_sub.add_parser("runs", help="list runs with their status")
-    runs.set_defaults(func=cmd_banlist_runs)
-    show = ban_sub.add_parser("show", help="one run's farms, or one account's reasons")
-    show.add_argument("--run", help="run id (default: the list in force)")
-    show.add_argument("--account", help="explain one account")
-    show.add_argument("--farm", help="show one farm and its members")
-    show.add_argument("--rows", type=int, default=10)
-    show.set_defaults(func=cmd_banlist_show)
-    diff = ban_sub.add_parser("diff", help="changes against the previous list in force")
-    diff.add_argument("--run", help="run id (default: the list in force)")
-    diff.add_argument("--rows", type=int, default=20)
-    diff.set_defaults(func=cmd_banlist_diff)
-    rev = ban_sub.add_parser("revoke", help="revoke a run and move latest.json back")
-    rev.add_argument("run", help="run id")
-    rev.add_argument("--reason", required=True)
-    rev.set_defaults(func=cmd_banlist_revoke)
-    rel = ban_sub.add_parser("release", help="publish a run the circuit breaker held")
-    rel.add_argument("run", help="run id")
-    rel.add_argument("--reason", required=True, help="who reviewed it and why it is fine")
-    rel.set_defaults(func=cmd_banlist_release)
+    banlist_commands.register(sub, _settings)
+    evaluate_graph.register(sub, _settings_and_spark)
     return parser
 
 
@@ -422,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except Exception as exc:  # noqa: BLE001 (one readable line, the traceback is in the logs)
         print(f"farmwatch {args.command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        if "--debug" in (argv or sys.argv):
+        if args.debug:
             raise
         return 1
 

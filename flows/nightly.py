@@ -2,13 +2,14 @@
 
 In: a run date (default: the world's end date or yesterday), a look-back window, an optional
 config file (the profile) and whether to release a run the circuit breaker would hold. Out: a
-ban list published under the target (see :mod:`jobs.publish`), a run report
-``<run_dir>/report.json``, a Prefect markdown artifact, and the summary dict it returns.
+ban list published under the target (see :mod:`jobs.banlists`), a run report
+(``report.json`` in the run's layout), a Prefect markdown artifact, and the summary it returns.
 
-One Prefect task per stage. Only the steps that do I/O that can fail transiently (loading the
-champion from the MLflow registry, publishing) retry, with backoff from
+One Prefect task per stage, each a few lines around the stage's ``run(ctx)``; the stages
+shared with training are in :mod:`flows.prepare`. Only the steps that do I/O that can fail
+transiently (loading the champion from the MLflow registry, publishing) retry, with backoff from
 ``orchestration.io_retry_delays_seconds``. A run holds ``<home>/run.lock`` so two runs never
-overlap, and records each finished stage (:mod:`flows.stages`) so a retried or re-run date
+overlap, and records each finished stage (:mod:`flows.ledger`) so a retried or re-run date
 resumes after the last finished stage. A failure POSTs to ``orchestration.webhook_url`` (as does
 a held ban list). Called by ``farmwatch nightly``, ``farmwatch demo``, backfills and the
 ``nightly`` deployment (:mod:`flows.serve`). Prefect runs it without a separately started
@@ -17,83 +18,24 @@ server (a temporary local one) unless ``PREFECT_API_URL`` names one.
 
 from __future__ import annotations
 
-import dataclasses
-import io
-import json
 import time
-from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pyspark.sql import functions as F
 
+from flows.ledger import run_lock
 from flows.notify import notify
-from flows.runtime import code_version, resolve_run_date, run_dir_for, settings_for, spark_for
-from flows.stages import StageLedger, input_digest, run_lock
-from jobs import communities, features, ingest, publish, report
-from jobs.config import Settings
-from jobs.score import ReasonSettings, score_parquet
-from jobs.store import StoreError, StoreUnavailable, store_for
+from flows.prepare import prepare_features, prepare_run, stage_context
+from flows.runtime import resolve_run_date, settings_for
+from jobs.banlists import stage as publishing
+from jobs.core.config import Settings
+from jobs.core.store import StoreError, StoreUnavailable
+from jobs.report import stage as reporting
+from jobs.report.summary import render_markdown
+from jobs.scoring import stage as scoring
 from models.registry import load_champion
-
-
-@task(name="ingest", cache_policy=NO_CACHE)
-def ingest_task(settings: Settings, run_date: str, run_dir: Path) -> dict[str, Any]:
-    """Validate inputs; accepted and quarantined rows are written under the run folder."""
-    counts = ingest.run(
-        spark_for(settings), settings, datetime.fromisoformat(run_date).date(), run_dir
-    )
-    log = get_run_logger()
-    for c in counts.values():
-        log.info(
-            "%s: read %d, accepted %d, quarantined %d, outside window %d",
-            c.table,
-            c.read,
-            c.accepted,
-            c.quarantined,
-            c.out_of_window,
-        )
-    return {name: dataclasses.asdict(c) for name, c in counts.items()}
-
-
-@task(name="graph", cache_policy=NO_CACHE)
-def graph_task(settings: Settings, run_dir: Path) -> dict[str, Any]:
-    """Account graph: entities (keyed hashes), entity stats with hubs, star links."""
-    spark = spark_for(settings)
-    summary = communities.build_graph(
-        spark, settings, ingest.load_accepted(spark, run_dir), run_dir
-    )
-    get_run_logger().info("graph: %s", summary)
-    return summary
-
-
-@task(name="communities", cache_policy=NO_CACHE)
-def communities_task(settings: Settings, run_dir: Path) -> dict[str, Any]:
-    """Connected components and farm candidates."""
-    spark = spark_for(settings)
-    accounts = ingest.load_accepted(spark, run_dir)["signups"]
-    summary = communities.find_communities(spark, settings, accounts, run_dir)
-    get_run_logger().info("communities: %s", summary)
-    return summary
-
-
-@task(name="features", cache_policy=NO_CACHE)
-def features_task(settings: Settings, run_date: str, run_dir: Path) -> int:
-    """Account, neighbourhood and group features; returns the number of accounts."""
-    spark = spark_for(settings)
-    window_end = datetime.fromisoformat(run_date) + timedelta(days=1)
-    table = features.run(
-        spark,
-        settings,
-        ingest.load_accepted(spark, run_dir),
-        communities.load(spark, run_dir),
-        window_end,
-        run_dir,
-    )
-    return table.count()
 
 
 @task(name="load-champion", cache_policy=NO_CACHE)
@@ -103,23 +45,11 @@ def load_champion_task(settings: Settings) -> tuple[Any, str]:
 
 
 @task(name="score", cache_policy=NO_CACHE)
-def score_task(settings: Settings, run_dir: Path, model: Any, version: str) -> int:
-    """Score every account inside Spark; writes ``<run_dir>/scores``."""
-    spark = spark_for(settings)
-    reasons = ReasonSettings(
-        top_n=settings.model.reasons_per_account,
-        min_score=settings.bans.watch_threshold,
-        own_min_score=settings.bans.own_evidence_min_score,
-        reference=json.loads((run_dir / "feature_reference.json").read_text()),
-    )
-    scored, way = score_parquet(
-        spark, str(run_dir / "features"), model, version, reasons, settings.model.evaluator
-    )
-    get_run_logger().info(
-        "scored with the %s trees, features read as %s", settings.model.evaluator, way
-    )
-    scored.write.mode("overwrite").parquet(str(run_dir / "scores"))
-    return spark.read.parquet(str(run_dir / "scores")).count()
+def score_task(settings: Settings, day: str, model: Any, version: str) -> dict[str, Any]:
+    """Score every account inside Spark (scores under the run's layout)."""
+    summary = scoring.run(stage_context(settings, day, model=model, model_version=version))
+    get_run_logger().info("score (%s trees): %s", settings.model.evaluator, summary)
+    return summary
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -139,108 +69,39 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
 
 @task(name="publish", cache_policy=NO_CACHE, retry_condition_fn=_transient)
 def publish_task(
-    settings: Settings,
-    run_date: str,
-    run_dir: Path,
-    version: str,
-    ingest_counts: dict[str, Any],
-    release_held: bool,
+    settings: Settings, day: str, version: str, earlier: dict[str, Any], release_held: bool
 ) -> dict[str, Any]:
     """Actions, allowlist, evidence, then a guarded publish (``latest.json`` moves last)."""
-    spark = spark_for(settings)
-    scores = spark.read.parquet(str(run_dir / "scores"))
-    anomaly = spark.read.parquet(str(run_dir / "group_anomaly"))
-    listed = publish.assign_actions(scores, settings.bans, anomaly)
-    allowlisted = None
-    if settings.bans.allowlist is not None:
-        accepted = ingest.load_accepted(spark, run_dir)
-        rules = publish.load_allowlist(spark, settings.bans.allowlist)
-        listed, allowlisted_df = publish.apply_allowlist(listed, accepted["signups"], rules)
-        allowlisted = allowlisted_df.toPandas()
-    graph = communities.load(spark, run_dir)
-    listed, farm_entities = publish.attach_evidence(
-        listed, graph["communities"], graph["account_entities"], settings.graph.binding_entities
+    ctx = stage_context(
+        settings, day, model_version=version, earlier=earlier, release_held=release_held
     )
-    farm_entities = farm_entities.join(
-        anomaly.select("farm_id", F.col("evidence").alias("group_evidence")), "farm_id", "left"
-    )
-    banlist = listed.toPandas()
-    banlist.attrs = {}  # Spark Connect attaches query metrics that pandas cannot serialise
-    store = store_for(settings.publish.target_for(settings.home), settings.publish)
-    context = publish.RunContext(
-        run_date=run_date,
-        model={"name": settings.model.registered_model, "version": version},
-        config_fingerprint=settings.fingerprint(),
-        code_version=code_version(),
-        inputs={"lookback_days": settings.ingest.lookback_days, "tables": ingest_counts},
-    )
-    result = publish.publish(
-        banlist,
-        store,
-        settings.publish.prefix,
-        context,
-        settings.bans,
-        farm_entities=farm_entities.toPandas(),
-        allowlisted=allowlisted,
-        release_held=release_held,
-    )
-    (run_dir / "banlist.parquet").write_bytes(banlist.to_parquet(index=False))
+    summary = publishing.run(ctx)
     log = get_run_logger()
-    (log.warning if result.status != "published" else log.info)("publish: %s", result.message)
-    if result.status == "held":
+    (log.warning if summary["status"] != "published" else log.info)(
+        "publish: %s", summary["message"]
+    )
+    if summary["status"] == "held":
         notify(
             settings.orchestration.webhook_url,
             "banlist_held",
-            result.message,
-            run_date=run_date,
-            run_id=result.manifest["run_id"],
-            prefix=result.run_prefix,
-            store=store.describe(),
+            summary["message"],
+            run_date=day,
+            run_id=summary["run_id"],
+            prefix=summary["prefix"],
+            store=summary["store"],
         )
-    return {
-        "prefix": result.run_prefix,
-        "store": store.describe(),
-        "status": result.status,
-        "in_force": result.in_force,
-        "message": result.message,
-        "allowlisted_would_ban": result.manifest["allowlisted"]["would_have_been_banned"],
-        **result.manifest["counts"],
-    }
+    return summary
 
 
 @task(name="report", cache_policy=NO_CACHE)
 def report_task(
-    settings: Settings,
-    run_dir: Path,
-    scored: int,
-    graph_summary: dict[str, Any],
-    published: dict[str, Any],
-    ledger: dict[str, Any],
-    identity: dict[str, str],
+    settings: Settings, day: str, version: str, earlier: dict[str, Any]
 ) -> dict[str, Any]:
-    """Summary figures, ground-truth metrics on synthetic worlds, and a Prefect artifact.
-
-    ``identity`` carries ``run_date`` and ``model_version`` (first rows of the artifact).
-    """
-    import pandas as pd
-
-    spark = spark_for(settings)
-    listed = pd.read_parquet(io.BytesIO((run_dir / "banlist.parquet").read_bytes()))
-    summary = report.build_summary(
-        spark, listed, scored, graph_summary["farm_candidates"], settings.lake.lake_path
-    )
-    summary = {**identity, **summary}
-    summary.update(
-        published=published,
-        components_backend=graph_summary["components_backend"],
-        stage_seconds=ledger["seconds"],
-        resumed_stages=ledger["skipped"],
-        report_path=str(run_dir / "report.json"),
-    )
-    (run_dir / "report.json").write_text(json.dumps(summary, indent=2, default=str))
+    """Summary figures, ground-truth metrics on synthetic worlds, and a Prefect artifact."""
+    summary = reporting.run(stage_context(settings, day, model_version=version, earlier=earlier))
     create_markdown_artifact(
         key="farmwatch-nightly",
-        markdown=report.render_markdown(summary),
+        markdown=render_markdown(summary),
         description="farmwatch nightly run summary",
     )
     return summary
@@ -271,28 +132,6 @@ def io_task(task_fn: Any, settings: Settings) -> Any:
     )
 
 
-def prepare_run(settings: Settings, day: str, run_dir: Path, resume: bool | None) -> StageLedger:
-    """The stage ledger of one run date (resumes finished stages unless told not to)."""
-    seed = "|".join(
-        (
-            settings.fingerprint(),
-            day,
-            str(settings.ingest.lookback_days),
-            input_digest(settings.lake.lake_path),
-        )
-    )
-    return StageLedger(run_dir, seed, settings.orchestration.resume if resume is None else resume)
-
-
-def prepare_features(ledger: StageLedger, settings: Settings, day: str, run_dir: Path) -> Any:
-    """The stages shared with training: ingest, graph, communities, features."""
-    counts = ledger.run("ingest", ingest_task, settings, day, run_dir)
-    ledger.run("graph", graph_task, settings, run_dir)
-    graph_summary = ledger.run("communities", communities_task, settings, run_dir)
-    ledger.run("features", features_task, settings, day, run_dir)
-    return counts, graph_summary
-
-
 @flow(name="farmwatch-nightly", log_prints=True, on_failure=[_on_failure])
 def nightly_flow(
     run_date: str | None = None,
@@ -317,43 +156,34 @@ def nightly_flow(
         )
     day = resolve_run_date(settings, run_date).isoformat()
     with run_lock(settings.home, f"nightly {day}"):
-        run_dir = run_dir_for(settings, datetime.fromisoformat(day).date())
-        ledger = prepare_run(settings, day, run_dir, resume)
-        counts, graph_summary = prepare_features(ledger, settings, day, run_dir)
+        ledger = prepare_run(settings, day, resume)
+        earlier = prepare_features(ledger, settings, day)
         start = time.perf_counter()
         model, version = io_task(load_champion_task, settings)(settings)
         ledger.seconds["load_champion"] = time.perf_counter() - start
         # the registry's location too: two registries both have a version "1"
         registry = settings.model.tracking_uri_for(settings.home)
-        scored = ledger.run(
+        earlier["score"] = ledger.run(
             "score",
             score_task,
             settings,
-            run_dir,
+            day,
             model,
             version,
             depends_on=f"{registry}|{settings.model.registered_model}|{version}",
         )
         target = settings.publish.target_for(settings.home)
-        published = ledger.run(
+        earlier["publish"] = ledger.run(
             "publish",
             io_task(publish_task, settings),
             settings,
             day,
-            run_dir,
             version,
-            counts,
+            {"ingest": earlier["ingest"]},
             release_held,
             depends_on=f"{target}|{settings.publish.prefix}|{release_held}",
         )
-        summary = report_task(
-            settings,
-            run_dir,
-            scored,
-            graph_summary,
-            published,
-            {"seconds": ledger.seconds, "skipped": ledger.skipped},
-            {"run_date": day, "model_version": version},
-        )
-    summary.update(ingest=counts)
+        earlier["ledger"] = {"seconds": ledger.seconds, "skipped": ledger.skipped}
+        summary = report_task(settings, day, version, earlier)
+    summary.update(ingest=earlier["ingest"])
     return summary

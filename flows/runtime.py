@@ -1,12 +1,13 @@
 """Process-wide runtime for flows: settings, the Spark session and run folders.
 
-In: :class:`jobs.config.Settings`. Out: one cached Spark session per process, the run date
+In: :class:`jobs.core.config.Settings`. Out: one cached Spark session per process, the run date
 (defaulting to the synthetic world's end date, else yesterday UTC) and the run folder
 ``<runs>/dt=YYYY-MM-DD``. Called by the Prefect flows and the CLI; no business logic here.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from datetime import UTC, date, datetime, timedelta
@@ -14,8 +15,9 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from jobs.config import Settings, load_settings
-from jobs.spark import build_session
+from jobs.core.config import Settings, load_settings
+from jobs.core.layout import RunLayout
+from jobs.core.session import build_session
 
 _SESSION: SparkSession | None = None
 
@@ -54,6 +56,7 @@ def resolve_run_date(settings: Settings, run_date: str | None) -> date:
     return datetime.now(UTC).date() - timedelta(days=1)
 
 
+@functools.cache
 def code_version() -> str:
     """Installed farmwatch version plus the git commit when run from a checkout."""
     import subprocess
@@ -77,8 +80,8 @@ def code_version() -> str:
     return f"{installed}+g{commit}"
 
 
-def run_dir_for(settings: Settings, run_date: date) -> Path:
-    """Folder for one run date's intermediates (re-running a date overwrites it)."""
+def layout_for(settings: Settings, run_date: date) -> RunLayout:
+    """The layout of one run date's folder (re-running a date overwrites it)."""
     path = settings.lake.runs_path / f"dt={run_date.isoformat()}"
     path.mkdir(parents=True, exist_ok=True)
-    return path
+    return RunLayout(path)

@@ -28,9 +28,9 @@ from prefect.schedules import Cron
 from flows.nightly import nightly_flow
 from flows.runtime import settings_for
 from flows.training import training_flow
-from jobs.config import Settings
-from jobs.publish import list_runs
-from jobs.store import store_for
+from jobs.banlists.runs import list_runs
+from jobs.core.config import Settings
+from jobs.core.store import store_for
 
 NIGHTLY_DEPLOYMENT = "farmwatch-nightly/nightly"
 RETRAIN_DEPLOYMENT = "farmwatch-train/retrain"

@@ -9,11 +9,11 @@ Called by ``farmwatch train`` (through :mod:`flows.training`), the benchmarks an
 Two models, because a farm must be caught by what it does, and banned account by account:
 
 - the **account model** sees only the account's own features (:data:`ACCOUNT_MODEL_FEATURES`):
-  its behaviour, payments, networks and how many accounts share each of its identifiers. Its
-  score is the account's *own evidence* (:func:`jobs.publish.assign_actions` bans only accounts
+  its behaviour, payments, networks and how many accounts share each of its identifiers. Its score
+  is the account's *own evidence* (:func:`jobs.banlists.actions.assign_actions` bans only accounts
   whose own score reaches ``bans.own_evidence_min_score``);
 - the **combined model** reads that score (out-of-fold while training) together with how
-  anomalous the account's farm candidate is (:mod:`jobs.anomaly`, no labels: in how many
+  anomalous the account's farm candidate is (:mod:`jobs.features.anomaly`, no labels: in how many
   evidence families and how strongly, never which ones) and the confirmed farm accounts among
   its group (:data:`COMBINED_MODEL_FEATURES`).
 
@@ -41,15 +41,11 @@ from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 from sklearn.metrics import precision_recall_curve as _pr_curve
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-from jobs.anomaly import GROUP_ANOMALY_FEATURES
-from jobs.config import ModelSettings
-from jobs.features import (
-    ACCOUNT_FEATURES,
-    FEATURE_COLUMNS,
-    KNOWN_BAD_FEATURES,
-    known_bad_members,
-)
-from jobs.score import ACCOUNT_SCORE
+from jobs.core.columns import ACCOUNT_SCORE
+from jobs.core.config import ModelSettings
+from jobs.features.account import ACCOUNT_FEATURES, KNOWN_BAD_FEATURES, known_bad_members
+from jobs.features.anomaly import GROUP_ANOMALY_FEATURES
+from jobs.features.table import FEATURE_COLUMNS
 
 ACCOUNT_MODEL_FEATURES: tuple[str, ...] = ACCOUNT_FEATURES
 COMBINED_MODEL_FEATURES: tuple[str, ...] = (

@@ -20,7 +20,7 @@ import lightgbm as lgb
 import pandas as pd
 from sklearn.metrics import precision_recall_curve
 
-from jobs.config import ModelSettings
+from jobs.core.config import ModelSettings
 from models.farm_model import (
     ACCOUNT_MODEL_FEATURES,
     COMBINED_MODEL_FEATURES,
@@ -87,7 +87,6 @@ def train_and_register(
     """
     import mlflow
     from mlflow import MlflowClient
-    from mlflow.models import infer_signature
 
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient()
@@ -97,62 +96,13 @@ def train_and_register(
     model = train(training, settings)
     metrics = {**evaluate(model, training.test, ban_threshold), **training_summary(model)}
     champion = _current_champion(client, settings.registered_model)
-    champion_auprc = None
-    if champion is not None:
-        try:
-            champ = _load_model(settings.registered_model, champion)
-        except ModelUnavailableError:  # an older kind of model: not comparable, replace it
-            champ = None
-        if champ is not None and set(champ.input_features) <= set(training.test.columns):
-            champion_auprc = evaluate(champ, training.test, ban_threshold)["auprc"]
+    champion_auprc = _champion_auprc(settings, champion, training.test, ban_threshold)
     promoted = champion_auprc is None or (
         metrics["auprc"] > champion_auprc + settings.promotion_margin
     )
     with mlflow.start_run(tags=run_tags or {}) as run:
-        mlflow.log_params(dict(settings.params))
-        mlflow.log_params(
-            {
-                "num_boost_round": settings.num_boost_round,
-                "seed": settings.seed,
-                "cv_folds": settings.cv_folds,
-                "account_rounds": model.report["account"]["rounds"],
-                "combined_rounds": model.report["combined"]["rounds"],
-                "cv_grouping": model.report["combined"]["grouping"],
-            }
-        )
-        mlflow.log_metrics(metrics)
-        mlflow.log_dict(training.fingerprint, "dataset_fingerprint.json")
-        mlflow.log_dict(model.report, "training_report.json")
-        mlflow.log_dict(
-            {
-                "account": list(ACCOUNT_MODEL_FEATURES),
-                "combined": list(COMBINED_MODEL_FEATURES),
-                "monotone": dict(settings.monotone),
-            },
-            "feature_list.json",
-        )
-        for name, booster in (("account", model.account), ("combined", model.combined)):
-            importance = dict(
-                zip(
-                    booster.feature_name(), booster.feature_importance("gain").tolist(), strict=True
-                )
-            )
-            mlflow.log_dict(importance, f"feature_importance_{name}.json")
-        with tempfile.TemporaryDirectory() as tmp:
-            for path in _plots(model, training.test, Path(tmp)):
-                mlflow.log_artifact(str(path))
-        mlflow.log_text(model.account.model_to_string(), ACCOUNT_MODEL_ARTIFACT)
-        example = training.test.assign(account_score=model.predict(training.test)[0])
-        example = example[list(model.combined.feature_name())].head(5)
-        signature = infer_signature(example, model.combined.predict(example))
-        info = mlflow.lightgbm.log_model(
-            model.combined,
-            name="model",
-            signature=signature,
-            input_example=example,
-            registered_model_name=settings.registered_model,
-        )
-        version = str(info.registered_model_version)
+        _log_training(model, training, settings, metrics)
+        version = _log_combined_model(model, training, settings)
         client.set_registered_model_alias(settings.registered_model, "challenger", version)
         decision = {
             "promoted": promoted,
@@ -165,11 +115,7 @@ def train_and_register(
         mlflow.log_dict(decision, "promotion_decision.json")
         mlflow.set_tag("promoted", str(promoted))
         if promoted:
-            if champion is not None:
-                client.set_model_version_tag(
-                    settings.registered_model, version, "previous_champion", champion.version
-                )
-            client.set_registered_model_alias(settings.registered_model, "champion", version)
+            _promote(client, settings.registered_model, version, champion)
     return {
         "version": version,
         "run_id": run.info.run_id,
@@ -177,6 +123,84 @@ def train_and_register(
         "training": {k: _brief(v) for k, v in model.report.items()},
         **decision,
     }
+
+
+def _champion_auprc(
+    settings: ModelSettings, champion: Any, test: pd.DataFrame, ban_threshold: float
+) -> float | None:
+    """The current champion's AUPRC on this holdout; None when there is none to compare."""
+    if champion is None:
+        return None
+    try:
+        champ = _load_model(settings.registered_model, champion)
+    except ModelUnavailableError:  # an older kind of model: not comparable, replace it
+        return None
+    if not set(champ.input_features) <= set(test.columns):
+        return None
+    return evaluate(champ, test, ban_threshold)["auprc"]
+
+
+def _log_training(
+    model: FarmModel, training: TrainingSet, settings: ModelSettings, metrics: dict[str, float]
+) -> None:
+    """Parameters, metrics, reports, feature lists, importances, plots and the account model."""
+    import mlflow
+
+    mlflow.log_params(dict(settings.params))
+    mlflow.log_params(
+        {
+            "num_boost_round": settings.num_boost_round,
+            "seed": settings.seed,
+            "cv_folds": settings.cv_folds,
+            "account_rounds": model.report["account"]["rounds"],
+            "combined_rounds": model.report["combined"]["rounds"],
+            "cv_grouping": model.report["combined"]["grouping"],
+        }
+    )
+    mlflow.log_metrics(metrics)
+    mlflow.log_dict(training.fingerprint, "dataset_fingerprint.json")
+    mlflow.log_dict(model.report, "training_report.json")
+    mlflow.log_dict(
+        {
+            "account": list(ACCOUNT_MODEL_FEATURES),
+            "combined": list(COMBINED_MODEL_FEATURES),
+            "monotone": dict(settings.monotone),
+        },
+        "feature_list.json",
+    )
+    for name, booster in (("account", model.account), ("combined", model.combined)):
+        gains = booster.feature_importance("gain").tolist()
+        importance = dict(zip(booster.feature_name(), gains, strict=True))
+        mlflow.log_dict(importance, f"feature_importance_{name}.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in _plots(model, training.test, Path(tmp)):
+            mlflow.log_artifact(str(path))
+    mlflow.log_text(model.account.model_to_string(), ACCOUNT_MODEL_ARTIFACT)
+
+
+def _log_combined_model(model: FarmModel, training: TrainingSet, settings: ModelSettings) -> str:
+    """Log and register the combined booster with a signature; returns the new version."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    example = training.test.assign(account_score=model.predict(training.test)[0])
+    example = example[list(model.combined.feature_name())].head(5)
+    signature = infer_signature(example, model.combined.predict(example))
+    info = mlflow.lightgbm.log_model(
+        model.combined,
+        name="model",
+        signature=signature,
+        input_example=example,
+        registered_model_name=settings.registered_model,
+    )
+    return str(info.registered_model_version)
+
+
+def _promote(client: Any, name: str, version: str, champion: Any) -> None:
+    """Make ``version`` the champion, remembering the one it replaces for rollback."""
+    if champion is not None:
+        client.set_model_version_tag(name, version, "previous_champion", champion.version)
+    client.set_registered_model_alias(name, "champion", version)
 
 
 def _brief(report: dict[str, Any]) -> dict[str, Any]:

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from jobs.config import SparkSettings
-from jobs.spark import build_session
+from jobs.core.config import SparkSettings
+from jobs.core.session import build_session
 
 
 @pytest.fixture(scope="session")

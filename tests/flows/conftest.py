@@ -18,8 +18,8 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.nightly import nightly_flow
 from flows.training import training_flow
-from jobs.generate import generate
-from jobs.world import build_spec
+from jobs.world.generate import generate
+from jobs.world.spec import build_spec
 
 
 @dataclass(frozen=True)

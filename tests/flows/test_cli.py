@@ -35,7 +35,7 @@ def test_parser_knows_every_command():
         "e.parquet",
         3,
     )
-    assert (evaluate.seed, evaluate.max_degree, evaluate.json) == (None, 200, None)
+    assert (evaluate.seed, evaluate.max_degree, evaluate.json) == (None, None, None)
     with pytest.raises(SystemExit):
         parser.parse_args(["explode"])
 

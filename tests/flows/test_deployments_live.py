@@ -32,11 +32,11 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.serve import NIGHTLY_DEPLOYMENT, RETRAIN_DEPLOYMENT, backfill_flow
 from flows.training import training_flow
-from jobs.config import PublishSettings
-from jobs.generate import generate
-from jobs.publish import latest_pointer, list_runs
-from jobs.store import S3Store
-from jobs.world import build_spec
+from jobs.banlists.runs import latest_pointer, list_runs
+from jobs.core.config import PublishSettings
+from jobs.core.store import S3Store
+from jobs.world.generate import generate
+from jobs.world.spec import build_spec
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

@@ -27,10 +27,10 @@ from prefect.testing.utilities import prefect_test_harness
 from pyarrow import fs as pafs
 
 from flows.nightly import nightly_flow, prepare_run
-from flows.runtime import run_dir_for
-from jobs import ingest
-from jobs.config import load_settings
-from jobs.contracts import INPUT_TABLES
+from flows.prepare import stage_context
+from jobs.core.config import load_settings
+from jobs.core.contracts import INPUT_TABLES
+from jobs.ingest import stage as ingest
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,18 +58,18 @@ def test_delta_lake_publishes_the_same_list_and_resumes_by_version(spark, small_
 
     settings = load_settings()
     day = date.fromisoformat(reference["run_date"])
-    run_dir = run_dir_for(settings, day)
-    (kept,) = pq.read_table(run_dir / "accepted" / "signups", columns=["account_id"])[0][:1]
+    ctx = stage_context(settings, day.isoformat())
+    (kept,) = pq.read_table(ctx.layout.accepted("signups"), columns=["account_id"])[0][:1]
     signups = home / "lake-delta" / "signups"
     raw = DeltaTable(str(signups)).to_pyarrow_table()
     copy = raw.filter(pc.equal(raw["account_id"], kept)).slice(0, 1)
     write_deltalake(str(signups), copy, mode="append")  # version 1: an accepted row again
-    ledger = prepare_run(settings, day.isoformat(), run_dir, resume=True)
-    counts = ledger.run("ingest", lambda: ingest.run(spark, settings, day, run_dir))
+    ledger = prepare_run(settings, day.isoformat(), resume=True)
+    counts = ledger.run("ingest", lambda: ingest.run(ctx))
     assert ledger.skipped == []  # a new commit is a new input: nothing resumes
     before, after = reference["ingest"]["signups"], counts["signups"]
-    assert (after.read, after.quarantined) == (before["read"] + 1, before["quarantined"] + 1)
-    assert after.accepted == before["accepted"]
+    assert (after["read"], after["quarantined"]) == (before["read"] + 1, before["quarantined"] + 1)
+    assert after["accepted"] == before["accepted"]
 
 
 def test_s3a_lake_publishes_the_same_list(small_world, s3_server):

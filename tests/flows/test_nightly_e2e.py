@@ -25,13 +25,13 @@ from prefect.testing.utilities import prefect_test_harness
 from flows.cli import DEMO_ACCOUNTS, DEMO_SEED
 from flows.nightly import nightly_flow
 from flows.training import training_flow
-from jobs.config import PublishSettings
-from jobs.generate import generate
-from jobs.ingest import InputTableError
-from jobs.reader import load_latest
-from jobs.report import render_text
-from jobs.store import S3Store
-from jobs.world import build_spec
+from jobs.banlists.reader import load_latest
+from jobs.core.config import PublishSettings
+from jobs.core.store import S3Store
+from jobs.ingest.validate import InputTableError
+from jobs.report.summary import render_text
+from jobs.world.generate import generate
+from jobs.world.spec import build_spec
 
 pytestmark = pytest.mark.e2e
 

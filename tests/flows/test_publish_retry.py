@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect.states import Failed
 
 from flows.nightly import _transient
-from jobs.store import StoreError, StoreUnavailable
+from jobs.core.store import StoreError, StoreUnavailable
 
 
 def test_only_transient_store_failures_are_retried():

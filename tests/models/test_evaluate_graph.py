@@ -12,16 +12,11 @@ from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
 from flows.cli import main
-from jobs.config import GraphSettings, ModelSettings
-from jobs.neighbourhood import component_features, neighbour_aggregates
-from models.evaluate_graph import (
-    EvaluationSet,
-    evaluate_labelled_graph,
-    fold_label_features,
-    known_positive_features,
-    ranking_metrics,
-    read_labelled_graph,
-)
+from jobs.core.config import GraphSettings, ModelSettings
+from jobs.features.neighbourhood import component_features, neighbour_aggregates
+from models.evaluate_graph import evaluate_labelled_graph
+from models.evaluate_graph.crossval import fold_label_features, ranking_metrics
+from models.evaluate_graph.data import EvaluationSet, known_positive_features, read_labelled_graph
 
 NODE_SCHEMA = T.StructType(
     [T.StructField("account_id", T.StringType()), T.StructField("x", T.DoubleType())]

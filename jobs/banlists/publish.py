@@ -1,0 +1,350 @@
+"""Writing one run's ban list: verified files, the circuit breaker, then ``latest.json``.
+
+In: the listed rows of :mod:`jobs.banlists.actions` (pandas), the run's identity
+(:class:`RunContext`), :class:`jobs.core.config.BanSettings` and an
+:class:`jobs.core.store.ObjectStore` (S3 bucket or local folder: same code, same keys).
+Out, under ``<prefix>/`` of the store::
+
+    dt=YYYY-MM-DD/run=<run_id>/banlist.parquet     account_id, farm_id, score, action, reasons,
+    dt=YYYY-MM-DD/run=<run_id>/banlist.csv         model_version (no raw emails, IPs or cards)
+    dt=YYYY-MM-DD/run=<run_id>/farms.parquet       per farm: counts, scores, binding entities
+    dt=YYYY-MM-DD/run=<run_id>/diff.parquet        vs the list in force: new/dropped/changed
+    dt=YYYY-MM-DD/run=<run_id>/allowlisted.parquet allowlisted accounts kept off the list
+    dt=YYYY-MM-DD/run=<run_id>/manifest.json       counts, sha256 of every file, model, code,
+                                                   config fingerprint, inputs, breaker, diff
+    dt=YYYY-MM-DD/run=<run_id>/status.json         published | held | revoked, with history
+    latest.json                                    pointer to the list in force
+
+Guarantees: ``latest.json`` is written last and only after every file of the run has been
+written and read back with a matching sha256, so readers never see a partial run and a failed
+run leaves the previous list in force. ``run_id`` is a hash of date, model, config and inputs:
+re-running the same date with the same inputs and model rewrites nothing. A run whose ban count
+trips the circuit breaker is written but ``held`` (``latest.json`` untouched) until released.
+``latest.json`` never moves back to an older date except by a revoke. Called by the publish
+stage (:mod:`jobs.banlists.stage`) and the tests; the registry of runs (list, release, revoke,
+verified reads) is :mod:`jobs.banlists.runs`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from jobs.banlists.actions import ACTIONS
+from jobs.banlists.runs import (
+    Published,
+    _json_bytes,
+    _now,
+    _point_latest,
+    _sha,
+    _status_key,
+    _write_status,
+    latest_pointer,
+    list_runs,
+    read_status,
+    release,
+)
+from jobs.core.config import BanSettings
+from jobs.core.store import ObjectStore, StoreError
+
+SCHEMA_VERSION = 2
+BANLIST_COLUMNS = ("account_id", "farm_id", "score", "action", "reasons", "model_version")
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What identifies a run and goes into its manifest."""
+
+    run_date: str
+    model: dict[str, str]
+    config_fingerprint: str
+    code_version: str
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        """Deterministic: same date, model, config and inputs -> same run id and folder."""
+        inputs = json.dumps(self.inputs, sort_keys=True, default=str)
+        text = "|".join((self.run_date, self.model["version"], self.config_fingerprint, inputs))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    frame = frame.copy(deep=False)
+    frame.attrs = {}  # Spark Connect's toPandas() leaves query metrics here; not file content
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def _csv_bytes(frame: pd.DataFrame) -> bytes:
+    flat = frame.assign(reasons=frame["reasons"].map(lambda r: " | ".join(r)))
+    return flat.to_csv(index=False).encode()
+
+
+def farm_summary(banlist: pd.DataFrame, farm_entities: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per farm: accounts listed and banned, scores, binding entities and group evidence.
+
+    ``group_evidence`` says what the group does that random groups of its size do not
+    (:mod:`jobs.features.anomaly`), when ``farm_entities`` carries it.
+    """
+    columns = ["farm_id", "accounts_listed", "accounts_banned", "mean_score", "min_score"]
+    farms = banlist[banlist["farm_id"].notna()]
+    if farms.empty:
+        summary = pd.DataFrame(columns=columns)
+    else:
+        summary = (
+            farms.groupby("farm_id")
+            .agg(
+                accounts_listed=("account_id", "size"),
+                accounts_banned=("action", lambda a: int((a == "ban").sum())),
+                mean_score=("score", "mean"),
+                min_score=("score", "min"),
+            )
+            .reset_index()
+            .sort_values(["accounts_banned", "farm_id"], ascending=[False, True], ignore_index=True)
+        )
+    entities = farm_entities if farm_entities is not None else pd.DataFrame(columns=["farm_id"])
+    summary = summary.merge(
+        entities.reindex(columns=["farm_id", "binding_entities", "group_evidence"]),
+        on="farm_id",
+        how="left",
+    )
+    for column in ("binding_entities", "group_evidence"):
+        summary[column] = summary[column].map(
+            lambda e: list(e) if isinstance(e, list | tuple) or hasattr(e, "tolist") else []
+        )
+    return summary
+
+
+def diff_lists(previous: pd.DataFrame | None, current: pd.DataFrame) -> pd.DataFrame:
+    """Account-level changes between two ban lists.
+
+    Returns:
+        ``account_id, farm_id, action_before, action_after, change`` where change is ``new``,
+        ``dropped``, ``changed`` (different action) or ``unchanged``.
+    """
+    before = (
+        previous[["account_id", "farm_id", "action"]]
+        if previous is not None
+        else pd.DataFrame(columns=["account_id", "farm_id", "action"])
+    ).rename(columns={"action": "action_before", "farm_id": "farm_before"})
+    after = current[["account_id", "farm_id", "action"]].rename(columns={"action": "action_after"})
+    merged = before.merge(after, on="account_id", how="outer")
+    merged["farm_id"] = merged["farm_id"].where(merged["farm_id"].notna(), merged["farm_before"])
+    change = pd.Series("unchanged", index=merged.index)
+    change[merged["action_before"].isna()] = "new"
+    change[merged["action_after"].isna()] = "dropped"
+    both = merged["action_before"].notna() & merged["action_after"].notna()
+    change[both & (merged["action_before"] != merged["action_after"])] = "changed"
+    merged["change"] = change
+    return (
+        merged[["account_id", "farm_id", "action_before", "action_after", "change"]]
+        .sort_values("account_id", ignore_index=True)
+        .astype({"action_before": "object", "action_after": "object", "farm_id": "object"})
+    )
+
+
+def _diff_summary(diff: pd.DataFrame, previous_run: str | None) -> dict[str, Any]:
+    counts = diff["change"].value_counts().to_dict()
+    banned_before = set(diff.loc[diff["action_before"] == "ban", "farm_id"].dropna())
+    banned_after = set(diff.loc[diff["action_after"] == "ban", "farm_id"].dropna())
+    return {
+        "previous_run": previous_run,
+        "accounts": {c: int(counts.get(c, 0)) for c in ("new", "dropped", "changed", "unchanged")},
+        "farms_with_bans": {
+            "new": len(banned_after - banned_before),
+            "dropped": len(banned_before - banned_after),
+            "unchanged": len(banned_after & banned_before),
+        },
+    }
+
+
+def breaker_decision(bans: int, history: list[int], settings: BanSettings) -> tuple[bool, str]:
+    """Should a run with ``bans`` bans be held, given recent published runs' ban counts?
+
+    Returns:
+        (held, reason). The absolute ceiling always applies; the trailing-median rule applies
+        once ``breaker_min_history`` runs exist and only above ``breaker_floor`` bans.
+    """
+    if bans > settings.breaker_max_bans:
+        return True, f"{bans} bans exceed the ceiling of {settings.breaker_max_bans}"
+    recent = history[-settings.breaker_window_runs :]
+    if len(recent) < settings.breaker_min_history:
+        return False, f"{len(recent)} earlier run(s): only the ceiling applies"
+    median = statistics.median(recent)
+    limit = max(settings.breaker_multiple * median, settings.breaker_floor)
+    if bans > limit:
+        return True, (
+            f"{bans} bans exceed {settings.breaker_multiple:g}x the median of the last "
+            f"{len(recent)} published runs ({median:g})"
+        )
+    return False, f"{bans} bans within {limit:g} ({settings.breaker_multiple:g}x median {median:g})"
+
+
+def publish(
+    banlist: pd.DataFrame,
+    store: ObjectStore,
+    prefix: str,
+    context: RunContext,
+    bans: BanSettings,
+    farm_entities: pd.DataFrame | None = None,
+    allowlisted: pd.DataFrame | None = None,
+    release_held: bool = False,
+) -> Published:
+    """Write one run's files, verify them, apply the circuit breaker, then move ``latest.json``.
+
+    Args:
+        banlist: rows with :data:`BANLIST_COLUMNS` (allowlisted accounts already removed).
+        store: where to write.
+        prefix: key prefix (``banlists``).
+        context: date, model, code and config versions and input summary of the run.
+        bans: score bands and circuit-breaker settings.
+        farm_entities: ``farm_id, binding_entities`` from :func:`attach_evidence`.
+        allowlisted: allowlisted rows from :func:`apply_allowlist`, reported separately.
+        release_held: publish even if the breaker trips (after a human reviewed the run).
+
+    Returns:
+        The run's prefix, manifest, status (``published``, ``held`` or ``revoked``), whether it
+        is the list in force, and a one-line message.
+    """
+    missing = [c for c in BANLIST_COLUMNS if c not in banlist.columns]
+    if missing:
+        raise ValueError(f"ban list is missing column(s) {missing}")
+    run_id = context.run_id
+    run_prefix = f"{prefix}/dt={context.run_date}/run={run_id}"
+    latest = latest_pointer(store, prefix)
+
+    if store.exists(f"{run_prefix}/manifest.json") and store.exists(_status_key(run_prefix)):
+        return _rerun(store, prefix, run_prefix, latest, release_held)
+
+    banlist = banlist[list(BANLIST_COLUMNS)].sort_values(
+        ["action", "score", "account_id"], ascending=[True, False, True], ignore_index=True
+    )
+    previous_run, previous = None, None
+    if latest is not None and latest["run_id"] != run_id:
+        previous_run = latest["prefix"]
+        previous = pd.read_parquet(io.BytesIO(store.get(f"{previous_run}/banlist.parquet")))
+    diff = diff_lists(previous, banlist)
+    allowlisted = _allowlisted_frame(allowlisted)
+    files = {
+        "banlist.parquet": _parquet_bytes(banlist),
+        "banlist.csv": _csv_bytes(banlist),
+        "farms.parquet": _parquet_bytes(farm_summary(banlist, farm_entities)),
+        "diff.parquet": _parquet_bytes(diff),
+        "allowlisted.parquet": _parquet_bytes(allowlisted),
+    }
+    banned = int((banlist["action"] == "ban").sum())
+    breaker = _breaker(store, prefix, context.run_date, banned, bans, release_held)
+    _write_verified(store, run_prefix, files)
+    held = breaker["held"]
+    status = "held" if held else "published"
+    manifest = _manifest(context, status, banlist, allowlisted, breaker, files)
+    manifest["diff"] = _diff_summary(diff, previous_run)
+    store.put(f"{run_prefix}/manifest.json", _json_bytes(manifest))
+    _write_status(store, run_prefix, status, {"reason": breaker["reason"]})
+    if held:
+        message = f"HELD, latest.json untouched: {breaker['reason']}"
+        return Published(run_prefix, manifest, "held", False, message)
+    in_force = latest is None or context.run_date >= latest["run_date"]
+    if in_force:
+        _point_latest(store, prefix, run_prefix, files_verified=True)
+    message = "published" if in_force else f"published (older than {latest['run_date']})"
+    return Published(run_prefix, manifest, "published", in_force, message)
+
+
+def _manifest(
+    context: RunContext,
+    status: str,
+    banlist: pd.DataFrame,
+    allowlisted: pd.DataFrame,
+    breaker: dict[str, Any],
+    files: dict[str, bytes],
+) -> dict[str, Any]:
+    """The run's manifest (its ``diff`` block is added by the caller)."""
+    counts = banlist["action"].value_counts().to_dict()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_date": context.run_date,
+        "run_id": context.run_id,
+        "status": status,
+        "created_at": _now(),
+        "counts": {a: int(counts.get(a, 0)) for a in ACTIONS},
+        "farms_with_bans": int(banlist.loc[banlist["action"] == "ban", "farm_id"].nunique()),
+        "allowlisted": {
+            "accounts": len(allowlisted),
+            "would_have_been_banned": int((allowlisted["action"] == "ban").sum()),
+        },
+        "breaker": breaker,
+        "diff": None,
+        "files": {name: {"sha256": _sha(data), "bytes": len(data)} for name, data in files.items()},
+        "model": context.model,
+        "code_version": context.code_version,
+        "config_fingerprint": context.config_fingerprint,
+        "inputs": context.inputs,
+    }
+
+
+def _breaker(
+    store: ObjectStore,
+    prefix: str,
+    run_date: str,
+    bans: int,
+    settings: BanSettings,
+    release_held: bool,
+) -> dict[str, Any]:
+    """The manifest's ``breaker`` block: held or not, why, and the history it compared with."""
+    recent = list_runs(store, prefix, before=run_date, newest=settings.breaker_history_runs)
+    history = [r["counts"]["ban"] for r in recent if r["status"] == "published"]
+    held, reason = breaker_decision(bans, history, settings)
+    if held and release_held:
+        held, reason = False, f"released by operator flag: {reason}"
+    return {
+        "held": held,
+        "reason": reason,
+        "history_bans": history[-settings.breaker_window_runs :],
+    }
+
+
+def _allowlisted_frame(allowlisted: pd.DataFrame | None) -> pd.DataFrame:
+    """The allowlisted rows in the published file's columns and order."""
+    columns = ["account_id", "farm_id", "score", "action", "allowlist_rule"]
+    frame = allowlisted if allowlisted is not None else pd.DataFrame(columns=columns)
+    return frame.reindex(columns=columns).sort_values("account_id", ignore_index=True)
+
+
+def _write_verified(store: ObjectStore, run_prefix: str, files: dict[str, bytes]) -> None:
+    """Write every file, then read each back and compare its sha256 (before any manifest)."""
+    for name, data in files.items():
+        store.put(f"{run_prefix}/{name}", data)
+    for name, data in files.items():
+        if _sha(store.get(f"{run_prefix}/{name}")) != _sha(data):
+            raise StoreError(f"{run_prefix}/{name} does not read back as written")
+
+
+def _rerun(
+    store: ObjectStore,
+    prefix: str,
+    run_prefix: str,
+    latest: dict[str, Any] | None,
+    release_held: bool,
+) -> Published:
+    """Same date, inputs, model and config as an existing run: write nothing new."""
+    manifest = json.loads(store.get(f"{run_prefix}/manifest.json"))
+    status = read_status(store, run_prefix)["status"]
+    if status == "held" and release_held:
+        return release(store, prefix, manifest["run_id"], "released by operator flag")
+    if status != "published":
+        return Published(
+            run_prefix, manifest, status, False, f"identical run already exists and is {status}"
+        )
+    in_force = latest is None or manifest["run_date"] >= latest["run_date"]
+    if in_force and (latest is None or latest["prefix"] != run_prefix):
+        _point_latest(store, prefix, run_prefix)
+    return Published(run_prefix, manifest, status, in_force, "identical run already published")

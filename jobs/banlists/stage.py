@@ -1,0 +1,82 @@
+"""The publish stage: scores -> actions -> allowlist -> evidence -> a guarded, verified list.
+
+In: a :class:`jobs.core.stage.StageContext` (the run's ``scores``, ``group_anomaly``,
+communities and entities; the champion's version; the ingest stage's counts in
+``ctx.earlier["ingest"]``; the ``bans`` and ``publish`` settings; whether an operator released a
+held list). Out: a run published to ``publish.target`` (:mod:`jobs.banlists.publish`), the run's
+copy ``banlist.parquet`` under its layout, and a summary (where, status, in force, counts).
+Called by the nightly flow's publish task and the tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark.sql import functions as F
+
+from jobs.banlists.actions import (
+    apply_allowlist,
+    assign_actions,
+    attach_evidence,
+    load_allowlist,
+)
+from jobs.banlists.publish import RunContext, publish
+from jobs.communities.stage import load as load_graph
+from jobs.core.stage import StageContext
+from jobs.core.store import store_for
+from jobs.ingest.stage import load_accepted
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    """Actions, allowlist, evidence, then a guarded publish (``latest.json`` moves last)."""
+    spark, settings, layout = ctx.spark, ctx.settings, ctx.layout
+    scores = spark.read.parquet(str(layout.scores))
+    anomaly = spark.read.parquet(str(layout.group_anomaly))
+    listed = assign_actions(scores, settings.bans, anomaly)
+    allowlisted = None
+    if settings.bans.allowlist is not None:
+        signups = load_accepted(spark, layout)["signups"]
+        rules = load_allowlist(spark, settings.bans.allowlist)
+        listed, allowlisted_rows = apply_allowlist(listed, signups, rules)
+        allowlisted = allowlisted_rows.toPandas()
+    graph = load_graph(spark, layout)
+    listed, farm_entities = attach_evidence(
+        listed, graph["communities"], graph["account_entities"], settings.graph.binding_entities
+    )
+    farm_entities = farm_entities.join(
+        anomaly.select("farm_id", F.col("evidence").alias("group_evidence")), "farm_id", "left"
+    )
+    banlist = listed.toPandas()
+    banlist.attrs = {}  # Spark Connect attaches query metrics that pandas cannot serialise
+    store = store_for(settings.publish.target_for(settings.home), settings.publish)
+    identity = RunContext(
+        run_date=ctx.run_date.isoformat(),
+        model={"name": settings.model.registered_model, "version": str(ctx.model_version)},
+        config_fingerprint=settings.fingerprint(),
+        code_version=ctx.code_version,
+        inputs={
+            "lookback_days": settings.ingest.lookback_days,
+            "tables": dict(ctx.earlier.get("ingest", {})),
+        },
+    )
+    result = publish(
+        banlist,
+        store,
+        settings.publish.prefix,
+        identity,
+        settings.bans,
+        farm_entities=farm_entities.toPandas(),
+        allowlisted=allowlisted,
+        release_held=ctx.release_held,
+    )
+    layout.banlist.write_bytes(banlist.to_parquet(index=False))
+    return {
+        "prefix": result.run_prefix,
+        "store": store.describe(),
+        "status": result.status,
+        "in_force": result.in_force,
+        "message": result.message,
+        "run_id": result.manifest["run_id"],
+        "allowlisted_would_ban": result.manifest["allowlisted"]["would_have_been_banned"],
+        **result.manifest["counts"],
+    }

@@ -1,0 +1,86 @@
+"""The communities stage: links -> components -> Leiden communities -> farm candidates.
+
+In: a :class:`jobs.core.stage.StageContext` (the run's accepted signups and graph tables, the
+``graph`` settings). Out, under the run's layout: ``components``, ``refined`` (when Leiden
+runs) and ``communities`` (:func:`jobs.communities.assign.describe_communities`), and a summary
+(components backend, counts, farm candidates). Connected components over hard-key links say
+which accounts are connected at all; components of ``graph.refine_min_size`` or more accounts
+are split by Leiden (:mod:`jobs.communities.refine`) over the weighted account-entity graph, so
+one giant component never becomes one farm. Called by the nightly and training flows'
+communities task and the tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.communities.assign import assign_farms, describe_communities, refinement_edges
+from jobs.communities.components import connected_components
+from jobs.communities.refine import refine_communities
+from jobs.core.lake import persist
+from jobs.core.layout import RunLayout
+from jobs.core.stage import StageContext
+from jobs.ingest.stage import load_accepted
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    """Connected components, Leiden refinement of large ones, farm candidates; returns figures."""
+    spark, layout, graph = ctx.spark, ctx.layout, ctx.settings.graph
+    accounts = load_accepted(spark, layout)["signups"]
+    links = spark.read.parquet(str(layout.account_links))
+    entities = spark.read.parquet(str(layout.account_entities))
+    components, backend = connected_components(spark, accounts.select("account_id"), links, graph)
+    components = persist(components, layout.components)
+    if graph.refinement == "leiden":
+        stats = spark.read.parquet(str(layout.entity_stats))
+        refined = refine_communities(
+            components,
+            refinement_edges(
+                entities,
+                stats,
+                graph.soft_key_weight,
+                graph.strong_evidence_types,
+                graph.refine_kind_weights,
+            ),
+            graph.refine_min_size,
+            graph.leiden_resolution,
+            graph.leiden_seed,
+            graph.min_evidence_kinds,
+            graph.leiden_iterations,
+            graph.min_entity_concentration,
+        )
+        # once: the describe steps below read the refinement several times, and every read
+        # would run Leiden again (on the 10M world, two copies of the 2.3M-account component's
+        # Leiden ran side by side and exhausted the machine's memory)
+        refined = persist(refined, layout.refined)
+    else:
+        refined = components
+    communities = persist(
+        describe_communities(
+            assign_farms(refined, graph.min_farm_size), links, entities, graph.binding_entities
+        ),
+        layout.communities,
+    )
+    farms = communities.where(F.col("farm_id").isNotNull())
+    return {
+        "components_backend": backend,
+        "refinement": graph.refinement,
+        "components": communities.select("component_id").distinct().count(),
+        "communities": communities.select("community_id").distinct().count(),
+        "farm_candidates": farms.select("farm_id").distinct().count(),
+        "accounts_in_farm_candidates": farms.count(),
+    }
+
+
+def load(spark: SparkSession, layout: RunLayout) -> dict[str, DataFrame]:
+    """The graph and communities tables of a run."""
+    return {
+        "account_entities": spark.read.parquet(str(layout.account_entities)),
+        "entity_stats": spark.read.parquet(str(layout.entity_stats)),
+        "account_links": spark.read.parquet(str(layout.account_links)),
+        "components": spark.read.parquet(str(layout.components)),
+        "communities": spark.read.parquet(str(layout.communities)),
+    }

@@ -1,0 +1,296 @@
+"""The entities accounts share: cards, devices, IPs, emails, and softer keys and behaviour.
+
+In: the accepted ``signups``, ``payments``, ``ip_events`` and ``api_usage`` tables and the
+entity hashing key. Out: ``account_entities`` (account_id, entity_type, entity_id) with entity
+ids as keyed hashes, so no raw email, IP or card data travels past the graph stage, and the
+MinHash ``behaviour`` buckets of synchronised accounts. Hard keys (:data:`LINK_ENTITY_TYPES`)
+link accounts (:mod:`jobs.graph.links`); soft keys are features and community evidence only.
+Called by the graph stage (:mod:`jobs.graph.stage`) and the tests.
+"""
+
+from __future__ import annotations
+
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from jobs.core.config import GraphSettings
+from jobs.core.validation import require_columns
+
+# Hard keys identify one thing an operator must pay for or control; they link accounts.
+LINK_ENTITY_TYPES = ("instrument", "device", "ip", "email")
+
+
+# Soft keys are cheap for a farm to share and common among strangers; they are features only.
+SOFT_ENTITY_TYPES = (
+    "bin_postcode",
+    "ip24_asn_day",
+    "email_shape",
+    "signup_minute_asn",
+    "prompt",
+    "client",
+    "behaviour",
+)
+
+
+ENTITY_TYPES = LINK_ENTITY_TYPES + SOFT_ENTITY_TYPES
+
+
+# Independent kinds of evidence: entities of one kind come from the same observation (an IP
+# event gives both ``ip`` and ``ip24_asn_day``), so sharing two of them is one piece of evidence.
+EVIDENCE_KIND = {
+    "ip": "network",
+    "ip24_asn_day": "network",
+    "signup_minute_asn": "network",
+    "instrument": "payment",
+    "bin_postcode": "payment",
+    "device": "device",
+    "client": "device",
+    "email": "identity",
+    "email_shape": "identity",
+    "prompt": "behaviour",
+    "behaviour": "behaviour",
+}
+
+
+_REQUIRED = {
+    "signups": (
+        "account_id",
+        "signup_ts",
+        "email",
+        "signup_ip",
+        "signup_asn",
+        "device_fingerprint",
+        "client_fingerprint",
+    ),
+    "payments": ("account_id", "instrument_fingerprint", "card_bin", "billing_postcode"),
+    "ip_events": ("account_id", "event_ts", "ip", "asn"),
+    "api_usage": ("account_id", "prompt_signature", "client_fingerprint"),
+}
+
+
+def normalise_email(email: Column) -> Column:
+    """Lower-case, drop ``+tags`` and, for gmail, dots in the local part."""
+    email = F.lower(F.trim(email))
+    local = F.regexp_replace(F.substring_index(email, "@", 1), r"\+.*$", "")
+    domain = F.substring_index(email, "@", -1)
+    local = F.when(
+        domain.isin("gmail.com", "googlemail.com"), F.regexp_replace(local, r"\.", "")
+    ).otherwise(local)
+    return F.concat(local, F.lit("@"), domain)
+
+
+def email_shape(email: Column) -> Column:
+    """Local-part shape plus domain: ``maryjones4821@x.xyz`` -> ``a9@x.xyz``."""
+    email = F.lower(email)
+    local = F.substring_index(email, "@", 1)
+    shape = F.regexp_replace(F.regexp_replace(local, "[a-z]+", "a"), "[0-9]+", "9")
+    return F.concat(shape, F.lit("@"), F.substring_index(email, "@", -1))
+
+
+def ip24(ip: Column) -> Column:
+    """The /24 network of a dotted IPv4 address."""
+    return F.substring_index(ip, ".", 3)
+
+
+def account_entities(
+    signups: DataFrame,
+    payments: DataFrame,
+    ip_events: DataFrame,
+    api_usage: DataFrame,
+    hash_key: str,
+) -> DataFrame:
+    """Every (account, entity) pair, entities hashed with a secret key.
+
+    Args:
+        signups: accepted signups.
+        payments: accepted payments.
+        ip_events: accepted IP events.
+        api_usage: accepted API usage.
+        hash_key: secret key for the entity hashes (published reasons refer to these).
+
+    Returns:
+        Distinct ``account_id, entity_type, entity_id`` rows.
+    """
+    for name, df in (
+        ("signups", signups),
+        ("payments", payments),
+        ("ip_events", ip_events),
+        ("api_usage", api_usage),
+    ):
+        require_columns(df, name, _REQUIRED[name])
+
+    def pairs(df: DataFrame, entity_type: str, value: Column) -> DataFrame:
+        return df.select(
+            "account_id", F.lit(entity_type).alias("entity_type"), value.alias("value")
+        ).where(F.col("value").isNotNull())
+
+    parts = [
+        pairs(payments, "instrument", F.col("instrument_fingerprint")),
+        pairs(signups, "device", F.col("device_fingerprint")),
+        pairs(signups, "ip", F.col("signup_ip")),
+        pairs(ip_events, "ip", F.col("ip")),
+        pairs(signups, "email", normalise_email(F.col("email"))),
+        pairs(
+            payments, "bin_postcode", F.concat_ws("|", F.col("card_bin"), F.col("billing_postcode"))
+        ),
+        pairs(
+            ip_events,
+            "ip24_asn_day",
+            F.concat_ws(
+                "|",
+                ip24(F.col("ip")),
+                F.col("asn").cast("string"),
+                F.to_date("event_ts").cast("string"),
+            ),
+        ),
+        pairs(signups, "email_shape", email_shape(F.col("email"))),
+        pairs(
+            signups,
+            "signup_minute_asn",
+            F.concat_ws(
+                "|",
+                F.date_trunc("minute", "signup_ts").cast("string"),
+                F.col("signup_asn").cast("string"),
+            ),
+        ),
+        pairs(api_usage, "prompt", F.col("prompt_signature")),
+        pairs(signups, "client", F.col("client_fingerprint")),
+        pairs(api_usage, "client", F.col("client_fingerprint")),
+    ]
+    union = parts[0]
+    for part in parts[1:]:
+        union = union.unionByName(part)
+    entity_id = F.substring(
+        F.sha2(F.concat_ws(":", F.lit(hash_key), F.col("entity_type"), F.col("value")), 256), 1, 16
+    )
+    return union.select("account_id", "entity_type", entity_id.alias("entity_id")).distinct()
+
+
+def behaviour_entities(
+    ip_events: DataFrame, api_usage: DataFrame, settings: GraphSettings, hash_key: str
+) -> DataFrame:
+    """MinHash LSH band buckets of each account's activity cells, as ``behaviour`` entities.
+
+    In the spirit of SynchroTrap and CopyCatch: an account's activity is the set of its
+    (hour, ASN) cells from IP events, its (day, active-hours profile) cells and its
+    prompt-structure signatures. Cells that more than ``behaviour_cell_max_accounts`` accounts
+    share (peak hour on a big ISP, office hours) say nothing and are dropped. Spark ML's
+    ``MinHashLSH`` hashes every remaining set (``behaviour_bands * behaviour_rows`` hash
+    functions); ``behaviour_rows`` consecutive hashes form one band, and accounts with the same
+    band value share a ``behaviour`` entity. Two accounts with Jaccard similarity ``j`` share at
+    least one band with probability ``1 - (1 - j**rows)**bands``. A bucket is an entity like a
+    card or a device, so a synchronised group of 25,000 accounts costs 25,000 memberships, not
+    the 312 million pairs an approximate similarity self-join would emit.
+
+    Args:
+        ip_events: accepted IP events (``account_id, event_ts, asn``).
+        api_usage: accepted API usage (``account_id, usage_date, active_hours_mask,
+            prompt_signature``).
+        settings: the ``behaviour_*`` keys.
+        hash_key: secret key for the entity hashes.
+
+    Returns:
+        Distinct ``account_id, entity_type, entity_id`` rows (``entity_type = 'behaviour'``).
+    """
+    from pyspark.ml.feature import HashingTF, MinHashLSH
+
+    require_columns(ip_events, "ip_events", ("account_id", "event_ts", "asn"))
+    require_columns(
+        api_usage,
+        "api_usage",
+        ("account_id", "usage_date", "active_hours_mask", "prompt_signature"),
+    )
+    sets = activity_sets(ip_events, api_usage, settings)
+    vectors = HashingTF(
+        inputCol="cells", outputCol="features", numFeatures=1 << 20, binary=True
+    ).transform(sets)
+    n_hashes = settings.behaviour_bands * settings.behaviour_rows
+    lsh = MinHashLSH(
+        inputCol="features",
+        outputCol="hashes",
+        numHashTables=n_hashes,
+        seed=settings.behaviour_seed,
+    ).fit(vectors)
+    hashes = lsh.transform(vectors).select(
+        "account_id", F.posexplode("hashes").alias("position", "hash")
+    )
+    bands = (
+        hashes.select(
+            "account_id",
+            F.floor(F.col("position") / settings.behaviour_rows).alias("band"),
+            F.struct("position", vector_to_array(F.col("hash"))[0].alias("value")).alias("h"),
+        )
+        .groupBy("account_id", "band")
+        .agg(F.sort_array(F.collect_list("h")).alias("h"))
+        .select(
+            "account_id",
+            "band",
+            F.concat_ws(",", F.col("h.value").cast("array<string>")).alias("bucket"),
+        )
+    )
+    entity_id = F.substring(
+        F.sha2(
+            F.concat_ws(
+                ":", F.lit(hash_key), F.lit("behaviour"), F.col("band").cast("string"), "bucket"
+            ),
+            256,
+        ),
+        1,
+        16,
+    )
+    return bands.select(
+        "account_id", F.lit("behaviour").alias("entity_type"), entity_id.alias("entity_id")
+    ).distinct()
+
+
+def activity_sets(ip_events: DataFrame, api_usage: DataFrame, settings: GraphSettings) -> DataFrame:
+    """Each account's set of activity cells, the cells too many accounts share dropped.
+
+    Cells: (hour, ASN) from IP events, (day, active-hours profile) and prompt signatures from
+    API usage. Accounts with fewer than ``behaviour_min_cells`` cells get no set.
+
+    Returns:
+        ``account_id, cells`` (array of strings).
+    """
+    cells = (
+        ip_events.select(
+            "account_id",
+            F.concat_ws(
+                "|",
+                F.lit("h"),
+                F.date_format("event_ts", "yyyy-MM-dd HH"),
+                F.col("asn").cast("string"),
+            ).alias("cell"),
+        )
+        .unionByName(
+            api_usage.select(
+                "account_id",
+                F.concat_ws(
+                    "|",
+                    F.lit("d"),
+                    F.col("usage_date").cast("string"),
+                    F.col("active_hours_mask").cast("string"),
+                ).alias("cell"),
+            )
+        )
+        .unionByName(
+            api_usage.select(
+                "account_id", F.concat_ws("|", F.lit("p"), "prompt_signature").alias("cell")
+            )
+        )
+        .where(F.col("cell").isNotNull())
+        .distinct()
+    )
+    popular = (
+        cells.groupBy("cell")
+        .count()
+        .where(F.col("count") > settings.behaviour_cell_max_accounts)
+        .select("cell")
+    )
+    return (
+        cells.join(F.broadcast(popular), "cell", "left_anti")
+        .groupBy("account_id")
+        .agg(F.collect_list("cell").alias("cells"))
+        .where(F.size("cells") >= settings.behaviour_min_cells)
+    )

@@ -1,0 +1,89 @@
+"""The ingest stage: the lake's input tables -> accepted and quarantined rows of one run.
+
+In: a :class:`jobs.core.stage.StageContext` (the lake location and format, the ``ingest``
+settings, the run date). Out, under the run's layout: ``accepted/<table>``,
+``quarantine/<table>`` (the raw row as JSON and its ``reason``) and ``ingest_counts.json``;
+the summary is the counts per table, each reconciling (read = accepted + quarantined). Called by
+the nightly and training flows' ingest task and the tests.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+from jobs.core.contracts import INPUT_TABLES
+from jobs.core.layout import RunLayout
+from jobs.core.stage import StageContext
+from jobs.ingest.validate import (
+    InputTableError,
+    RunWindow,
+    TableCounts,
+    first_line,
+    read_table,
+    validate_table,
+)
+
+
+def run(ctx: StageContext, now: datetime | None = None) -> dict[str, Any]:
+    """Validate every input table for the run date; write accepted and quarantine tables.
+
+    Returns:
+        Counts per table, as dicts of :class:`jobs.ingest.validate.TableCounts`.
+
+    Raises:
+        InputTableError: a table is missing, unreadable or breaks its contract's schema.
+    """
+    spark, settings, layout = ctx.spark, ctx.settings, ctx.layout
+    window = RunWindow.for_run(
+        ctx.run_date,
+        settings.ingest.lookback_days,
+        settings.ingest.earliest_valid_ts,
+        settings.ingest.max_future_skew_hours,
+        now,
+    )
+    counts: dict[str, TableCounts] = {}
+    for contract in INPUT_TABLES:
+        raw = read_table(spark, settings.lake.lake_path, contract, settings.lake.format)
+        try:
+            accepted, quarantined, outside = validate_table(raw, contract, window)
+        except ValueError as exc:
+            raise InputTableError(str(exc)) from exc
+        accepted_path = layout.accepted(contract.name)
+        quarantine_path = layout.quarantine(contract.name)
+        try:
+            accepted.write.mode("overwrite").parquet(str(accepted_path))
+            quarantined.write.mode("overwrite").parquet(str(quarantine_path))
+        except Exception as exc:  # corrupt data files surface only when rows are read
+            raise InputTableError(
+                f"input table {contract.name!r} could not be read: {first_line(exc)}"
+            ) from exc
+        n_accepted = spark.read.parquet(str(accepted_path)).count()
+        n_quarantined = spark.read.parquet(str(quarantine_path)).count()
+        n_outside = outside.count()
+        n_read = raw.count() - n_outside
+        table_counts = TableCounts(contract.name, n_read, n_accepted, n_quarantined, n_outside)
+        if not table_counts.reconciles:
+            raise RuntimeError(f"row counts of {contract.name!r} do not reconcile: {table_counts}")
+        counts[contract.name] = table_counts
+    total_raw = {name: c.read + c.out_of_window for name, c in counts.items()}
+    layout.ingest_counts.write_text(
+        json.dumps(
+            {
+                "window": [window.start.isoformat(), window.end.isoformat()],
+                "tables": {k: asdict(v) for k, v in counts.items()},
+                "rows_in_lake": total_raw,
+            },
+            indent=2,
+        )
+    )
+    return {name: asdict(c) for name, c in counts.items()}
+
+
+def load_accepted(spark: SparkSession, layout: RunLayout) -> dict[str, DataFrame]:
+    """The accepted tables the ingest stage wrote."""
+    return {c.name: spark.read.parquet(str(layout.accepted(c.name))) for c in INPUT_TABLES}

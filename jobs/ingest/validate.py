@@ -1,0 +1,205 @@
+"""Ingest and validate: enforce the data contracts on the input tables for one run.
+
+In: the raw tables of :mod:`jobs.core.contracts` under the lake (Parquet folders or Delta tables,
+``lake.format``), a run date and a look-back window. Out, per table: accepted rows (typed to the
+contract), quarantined rows (the raw row as JSON plus a ``reason``), and counts where
+``read = accepted + quarantined``. Called by the ingest stage (:mod:`jobs.ingest.stage`);
+:func:`validate_table` is the pure transform the tests use.
+
+A row is *read* when its event time falls in the window ``[run_date - lookback, run_date]`` or
+cannot be used at all (null, unparseable or impossible); rows cleanly outside the window are not
+part of this run and are counted separately as ``out_of_window``. Reasons: ``null_key:<col>``,
+``bad_type:<col>``, ``bad_value:<col>``, ``impossible_ts``, ``duplicate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from jobs.core.contracts import TableContract
+from jobs.core.lake import ObjectPath
+from jobs.core.tables import TableFormat, UnsupportedTableError
+from jobs.core.tables import read_table as read_stored_table
+
+REASON = "reason"
+
+
+class InputTableError(RuntimeError):
+    """An input table is missing, unreadable or lacks contract columns."""
+
+
+@dataclass(frozen=True)
+class TableCounts:
+    """Row accounting for one table in one run."""
+
+    table: str
+    read: int
+    accepted: int
+    quarantined: int
+    out_of_window: int
+
+    @property
+    def reconciles(self) -> bool:
+        """True when every read row is either accepted or quarantined."""
+        return self.read == self.accepted + self.quarantined
+
+
+@dataclass(frozen=True)
+class RunWindow:
+    """The time span one run looks at, plus the sanity bounds for timestamps."""
+
+    start: datetime
+    end: datetime
+    earliest_valid: datetime
+    latest_valid: datetime
+
+    @classmethod
+    def for_run(
+        cls,
+        run_date: date,
+        lookback_days: int,
+        earliest: str,
+        future_skew_hours: int,
+        now: datetime | None = None,
+    ) -> RunWindow:
+        """Window ending at the end of ``run_date`` (exclusive) and starting lookback days back."""
+        end = datetime.combine(run_date, datetime.min.time()) + timedelta(days=1)
+        now = now or datetime.utcnow()
+        return cls(
+            start=end - timedelta(days=lookback_days),
+            end=end,
+            earliest_valid=datetime.fromisoformat(earliest),
+            latest_valid=max(now, end) + timedelta(hours=future_skew_hours),
+        )
+
+
+def _reason_checks(contract: TableContract, raw: DataFrame, window: RunWindow) -> list[Column]:
+    """One nullable reason string per check; null means the check passed."""
+    checks: list[Column] = []
+    for column in contract.columns:
+        source = F.col(column.name)
+        typed = source.try_cast(column.dtype)
+        if raw.schema[column.name].dataType != column.dtype:
+            checks.append(
+                F.when(source.isNotNull() & typed.isNull(), F.lit(f"bad_type:{column.name}"))
+            )
+        if column.name in contract.key_columns:
+            checks.append(F.when(source.isNull(), F.lit(f"null_key:{column.name}")))
+        if column.name in contract.allowed_values:
+            allowed = list(contract.allowed_values[column.name])
+            checks.append(
+                F.when(typed.isNotNull() & ~typed.isin(allowed), F.lit(f"bad_value:{column.name}"))
+            )
+        if column.name in contract.non_negative:
+            checks.append(F.when(typed < 0, F.lit(f"bad_value:{column.name}")))
+    if contract.time_column:
+        ts = F.col(contract.time_column).try_cast("timestamp")
+        checks.append(
+            F.when(
+                (ts < F.lit(window.earliest_valid)) | (ts > F.lit(window.latest_valid)),
+                F.lit("impossible_ts"),
+            )
+        )
+    return checks
+
+
+def validate_table(
+    raw: DataFrame, contract: TableContract, window: RunWindow
+) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """Split one raw table into accepted and quarantined rows.
+
+    Args:
+        raw: the table as read (any column types; extra columns are ignored).
+        contract: the contract to enforce.
+        window: the run's time window and timestamp sanity bounds.
+
+    Returns:
+        ``(accepted, quarantined, out_of_window)``: accepted rows typed to the contract;
+        quarantined rows with ``table``, ``reason`` and ``raw`` (the row as JSON); rows cleanly
+        outside the window (only ``account_id``, for counting).
+
+    Raises:
+        ValueError: a contract column is missing (the message names the table and column).
+    """
+    missing = [c for c in contract.column_names if c not in raw.columns]
+    if missing:
+        raise ValueError(f"table {contract.name!r} is missing contract column(s) {missing}")
+    raw = raw.select(*contract.column_names)
+    checks = _reason_checks(contract, raw, window)
+    reasons = F.concat_ws(";", F.filter(F.array(*checks), lambda r: r.isNotNull()))
+    checked = raw.withColumn(REASON, F.when(reasons != "", reasons))
+    if contract.time_column:
+        ts = F.col(contract.time_column).try_cast("timestamp")
+        usable = F.col(REASON).isNull()
+        outside = usable & (
+            (ts >= F.lit(window.end))
+            | ((ts < F.lit(window.start)) if contract.windowed else F.lit(False))
+        )
+        out_of_window = checked.where(outside).select("account_id")
+        checked = checked.where(~outside)
+    else:
+        out_of_window = checked.limit(0).select("account_id")
+    raw_json = F.to_json(F.struct(*[F.col(c) for c in contract.column_names]))
+    # the copy kept is the one whose JSON sorts first; the JSON is built only for keys with
+    # copies, since sorting every row by a long string was most of ingest's cost
+    by_key = Window.partitionBy(*contract.natural_key)
+    clean = checked.where(F.col(REASON).isNull()).withColumn(
+        "_copies", F.count(F.lit(1)).over(by_key)
+    )
+    order = by_key.orderBy(F.when(F.col("_copies") > 1, raw_json))
+    ranked = clean.withColumn("_rank", F.row_number().over(order)).drop("_copies")
+    duplicates = (
+        ranked.where(F.col("_rank") > 1).drop("_rank").withColumn(REASON, F.lit("duplicate"))
+    )
+    accepted = ranked.where(F.col("_rank") == 1).select(
+        *[F.col(c.name).try_cast(c.dtype).alias(c.name) for c in contract.columns]
+    )
+    quarantined = (
+        checked.where(F.col(REASON).isNotNull())
+        .unionByName(duplicates)
+        .select(
+            F.lit(contract.name).alias("table"),
+            F.col(REASON).alias("reason"),
+            raw_json.alias("raw"),
+        )
+    )
+    return accepted, quarantined, out_of_window
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (at most 300 characters), for error reports."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def read_table(
+    spark: SparkSession,
+    lake: Path | ObjectPath,
+    contract: TableContract,
+    table_format: TableFormat = "parquet",
+) -> DataFrame:
+    """Read one input table (a Parquet folder or a Delta table), failing with its name."""
+    path = lake / contract.name
+    if not path.exists():
+        raise InputTableError(f"input table {contract.name!r} not found at {path}")
+    try:
+        df, _ = read_stored_table(spark, path, table_format)
+        df.schema  # noqa: B018 (forces the footer read so corrupt files fail here)
+    except (FileNotFoundError, UnsupportedTableError) as exc:
+        raise InputTableError(f"input table {contract.name!r}: {exc}") from exc
+    except Exception as exc:  # AnalysisException, SparkException, Py4JJavaError...
+        hint = ""
+        if "S3AFileSystem" in str(exc) or "No FileSystem for scheme" in str(exc):
+            hint = (
+                " (an s3a:// lake needs the hadoop-aws package on the Spark classpath: "
+                'spark.packages = ["s3a"]; see infra/README.md)'
+            )
+        raise InputTableError(
+            f"input table {contract.name!r} at {path} is unreadable: {first_line(exc)}{hint}"
+        ) from exc
+    return df

@@ -1,0 +1,42 @@
+"""The publish stage reads its tunables from the settings (``graph.binding_entities``).
+
+Re-runs the publish stage of the shared small world's run to a fresh target with one binding
+entity per farm: the farms file must list at most one (the stage used to pass no count, so
+the farms file always listed up to three whatever the setting said).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from flows.runtime import layout_for
+from jobs.banlists import stage as banlists
+from jobs.core.config import load_settings
+from jobs.core.stage import StageContext
+
+pytestmark = pytest.mark.e2e
+
+
+def _farms(spark, small_world, tmp_path, binding: int) -> pd.DataFrame:
+    """Publish the small world's scored run again with ``binding`` entities per farm."""
+    settings = load_settings(
+        lake={"home": str(small_world.home)},
+        graph={"binding_entities": binding},
+        publish={"target": str(tmp_path / f"bucket-{binding}")},
+    )
+    run_date = date.fromisoformat(small_world.summary["run_date"])
+    ctx = StageContext(spark, settings, layout_for(settings, run_date), run_date)
+    summary = banlists.run(ctx)
+    assert summary["status"] == "published"
+    return pd.read_parquet(tmp_path / f"bucket-{binding}" / summary["prefix"] / "farms.parquet")
+
+
+def test_binding_entities_setting_reaches_the_farms_file(spark, small_world, tmp_path):
+    default = _farms(spark, small_world, tmp_path, 3)
+    assert default["binding_entities"].map(len).max() > 1  # the world has farms to shorten
+    one = _farms(spark, small_world, tmp_path, 1)
+    assert one["binding_entities"].map(len).max() == 1
+    assert set(one["farm_id"]) == set(default["farm_id"])

@@ -1,0 +1,125 @@
+"""Run bookkeeping: the stage ledger resumes only what is still valid, runs never overlap,
+backfill ranges, and failure notifications reach a real HTTP endpoint."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from flows.ledger import RunLocked, StageLedger, input_digest, run_lock
+from flows.notify import notify
+from flows.serve import dates_between
+
+
+def test_ledger_skips_finished_stages_and_reruns_from_the_first_change(tmp_path):
+    calls: list[str] = []
+
+    def stage(name):
+        def fn(value):
+            calls.append(name)
+            return {"stage": name, "value": value}
+
+        return fn
+
+    def run_all(seed, model="v1", resume=True):
+        ledger = StageLedger(tmp_path, seed, resume)
+        ledger.run("ingest", stage("ingest"), 1)
+        ledger.run("features", stage("features"), 2)
+        result = ledger.run("score", stage("score"), 3, depends_on=model)
+        return ledger, result
+
+    run_all("seed-a")
+    assert calls == ["ingest", "features", "score"]
+    ledger, result = run_all("seed-a")
+    assert calls == ["ingest", "features", "score"]  # nothing ran again
+    assert ledger.skipped == ["ingest", "features", "score"]
+    assert result == {"stage": "score", "value": 3}  # the recorded result comes back
+    run_all("seed-a", model="v2")  # a new model re-scores, nothing upstream
+    assert calls[3:] == ["score"]
+    run_all("seed-b", model="v2")  # new inputs re-run everything
+    assert calls[4:] == ["ingest", "features", "score"]
+    run_all("seed-b", model="v2", resume=False)
+    assert calls[7:] == ["ingest", "features", "score"]
+    marker = json.loads((tmp_path / "_stages" / "score.json").read_text())
+    assert marker["result"] == {"stage": "score", "value": 3} and "finished_at" in marker
+
+
+def test_a_failed_stage_is_not_recorded(tmp_path):
+    ledger = StageLedger(tmp_path, "seed", True)
+    ledger.run("ingest", lambda: 1)
+
+    def broken():
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        ledger.run("graph", broken)
+    assert not (tmp_path / "_stages" / "graph.json").exists()
+    again = StageLedger(tmp_path, "seed", True)
+    assert again.run("ingest", lambda: 99) == 1
+    assert again.run("graph", lambda: 2) == 2
+
+
+def test_two_runs_never_overlap(tmp_path):
+    with run_lock(tmp_path, "nightly 2026-06-05"):
+        with pytest.raises(RunLocked, match="nightly 2026-06-05"):
+            with run_lock(tmp_path, "nightly 2026-06-06"):
+                pass
+    with run_lock(tmp_path, "nightly 2026-06-06"):  # released after the first finished
+        pass
+
+
+def test_input_digest_follows_the_files(tmp_path):
+    (tmp_path / "signups").mkdir()
+    part = tmp_path / "signups" / "part-0.parquet"
+    part.write_bytes(b"one")
+    first = input_digest(tmp_path)
+    assert input_digest(tmp_path) == first
+    part.write_bytes(b"one more")
+    assert input_digest(tmp_path) != first
+
+
+def test_dates_between():
+    assert dates_between("2026-05-30", "2026-06-02") == [
+        "2026-05-30",
+        "2026-05-31",
+        "2026-06-01",
+        "2026-06-02",
+    ]
+    with pytest.raises(ValueError, match="ends"):
+        dates_between("2026-06-02", "2026-06-01")
+
+
+class _Capture(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Capture.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_notifications_reach_the_webhook_and_never_raise():
+    server = HTTPServer(("127.0.0.1", 0), _Capture)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        assert notify(url, "banlist_held", "40 bans exceed 3x", run_date="2026-06-05")
+        assert _Capture.received[-1] == {
+            "event": "banlist_held",
+            "message": "40 bans exceed 3x",
+            "text": "farmwatch banlist_held: 40 bans exceed 3x",
+            "run_date": "2026-06-05",
+        }
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert notify(url, "run_failed", "boom") is False  # endpoint gone: logged, not raised
+    assert notify(None, "run_failed", "boom") is False

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from jobs.core.config import GraphSettings
+from jobs.core.contracts import API_USAGE, IP_EVENTS, PAYMENTS, SIGNUPS
+from jobs.graph.entities import account_entities, email_shape
+from jobs.graph.links import account_links, entity_stats
+
+T0 = datetime(2026, 6, 1, 9, 30)
+
+
+def tables(spark, n_cgnat: int = 0):
+    signups = spark.createDataFrame(
+        [
+            ("a1", T0, "Jane.Doe+promo@gmail.com", "10.0.0.1", 7922, "dev1", "c1", "US"),
+            ("a2", T0, "janedoe@gmail.com", "10.0.0.2", 7922, "dev2", "c1", "US"),
+            ("a3", T0, "bob77@corp.com", "10.0.0.3", 7922, "dev3", "c1", "US"),
+        ],
+        SIGNUPS.schema,
+    )
+    payments = spark.createDataFrame(
+        [
+            ("a1", T0, "pi_family", "411111", "credit", "94107", "US", 20.0, "approved"),
+            ("a2", T0, "pi_family", "411111", "credit", "94107", "US", 20.0, "approved"),
+            ("a3", T0, "pi_family", "411111", "credit", "94107", "US", 20.0, "approved"),
+        ],
+        PAYMENTS.schema,
+    )
+    cgnat = spark.range(n_cgnat).select(
+        F.concat(F.lit("m"), F.col("id").cast("string")).alias("account_id"),
+        F.lit(T0).alias("event_ts"),
+        F.lit("172.56.0.1").alias("ip"),
+        F.lit(21928).alias("asn"),
+        F.lit("mobile").alias("asn_type"),
+        F.lit("login").alias("event_type"),
+    )
+    ip_events = spark.createDataFrame([], IP_EVENTS.schema).unionByName(cgnat)
+    usage = spark.createDataFrame([], API_USAGE.schema)
+    return signups, payments, ip_events, usage
+
+
+def test_email_normalisation_links_gmail_aliases_and_hides_raw_values(spark):
+    signups, payments, ip_events, usage = tables(spark)
+    entities = account_entities(signups, payments, ip_events, usage, "k")
+    emails = (
+        entities.where("entity_type = 'email'")
+        .groupBy("entity_id")
+        .agg(F.sort_array(F.collect_list("account_id")).alias("accounts"))
+    )
+    assert sorted(tuple(r["accounts"]) for r in emails.collect()) == [("a1", "a2"), ("a3",)]
+    text = " ".join(str(r) for r in entities.collect())
+    for raw in ("gmail", "10.0.0.1", "pi_family", "dev1", "94107"):
+        assert raw not in text
+
+
+def test_email_shape(spark):
+    df = spark.createDataFrame([("MaryJones4821@x.xyz",), ("j.doe@gmail.com",)], "e string")
+    got = [r[0] for r in df.select(email_shape(F.col("e"))).collect()]
+    assert got == ["a9@x.xyz", "a.a@gmail.com"]
+
+
+def test_star_edges_not_cliques_and_soft_keys_do_not_link(spark):
+    signups, payments, ip_events, usage = tables(spark)
+    entities = account_entities(signups, payments, ip_events, usage, "k")
+    stats = entity_stats(entities, GraphSettings(), 3)
+    links = account_links(entities, stats).select("src", "dst")
+    # pi_family joins all three (star from a1: 2 edges); the shared email adds a1-a2 again;
+    # bin_postcode and client are soft keys and add nothing.
+    expected = spark.createDataFrame([("a1", "a2"), ("a1", "a3")], "src string, dst string")
+    assertDataFrameEqual(links, expected)
+
+
+def test_cgnat_hub_is_pruned_but_kept_as_a_feature(spark):
+    signups, payments, ip_events, usage = tables(spark, n_cgnat=1000)
+    entities = account_entities(signups, payments, ip_events, usage, "k")
+    stats = entity_stats(entities, GraphSettings(entity_degree_cap=400), 1003)
+    ip_hub = stats.where("entity_type = 'ip' and degree = 1000").collect()
+    assert len(ip_hub) == 1 and ip_hub[0]["is_hub"] is True
+    links = account_links(entities, stats)
+    assert links.where(F.col("src").startswith("m") | F.col("dst").startswith("m")).count() == 0
+    # a per-type cap can let it through (and then it is a star of 999 edges, not 499,500)
+    loose = entity_stats(entities, GraphSettings(entity_degree_cap_by_type={"ip": 5000}), 1003)
+    assert account_links(entities, loose).where(F.col("src").startswith("m")).count() == 999
+
+
+def test_missing_column_is_named(spark):
+    signups, payments, ip_events, usage = tables(spark)
+    with pytest.raises(ValueError, match="payments is missing column 'card_bin'"):
+        account_entities(signups, payments.drop("card_bin"), ip_events, usage, "k")
+
+
+def test_behaviour_buckets_group_synchronised_accounts_only(spark):
+    from datetime import date, timedelta
+
+    from jobs.graph.entities import behaviour_entities
+
+    def events(account: str, asn: int, hours: range, day0: int = 1) -> list[tuple]:
+        return [
+            (
+                account,
+                datetime(2026, 6, day0 + h // 24, h % 24),
+                f"10.0.{asn}.1",
+                asn,
+                "hosting",
+                "api",
+            )
+            for h in hours
+        ]
+
+    synced = [e for a in ("s1", "s2", "s3") for e in events(a, 64500, range(0, 120, 5))]
+    other = events("o1", 64501, range(3, 120, 5))
+    quiet = events("q1", 64500, range(0, 10, 5))  # two cells: below behaviour_min_cells
+    ip_events = spark.createDataFrame(synced + other + quiet, IP_EVENTS.schema)
+    usage = spark.createDataFrame(
+        [
+            (a, date(2026, 6, 1) + timedelta(days=d), 5, 50, "ps_x", 255, "c")
+            for a in ("s1", "s2")
+            for d in range(3)
+        ],
+        API_USAGE.schema,
+    )
+    settings = GraphSettings(behaviour_min_cells=5, behaviour_bands=6, behaviour_rows=2)
+    buckets = behaviour_entities(ip_events, usage, settings, "k")
+    by_account = {
+        r["account_id"]: set(r["ids"])
+        for r in buckets.groupBy("account_id")
+        .agg(F.collect_set("entity_id").alias("ids"))
+        .collect()
+    }
+    assert set(by_account) == {"s1", "s2", "s3", "o1"}
+    assert by_account["s1"] == by_account["s2"]  # identical sets share every band
+    assert len(by_account["s1"] & by_account["s3"]) >= 1  # Jaccard 24/27 shares some band
+    assert not by_account["o1"] & by_account["s1"]  # disjoint cells share nothing
+    # a cell shared by more accounts than the cap is dropped: then nobody has enough cells
+    capped = GraphSettings(behaviour_min_cells=5, behaviour_cell_max_accounts=2)
+    left = behaviour_entities(ip_events, usage, capped, "k").select("account_id").distinct()
+    assert {r["account_id"] for r in left.collect()} == {"o1"}
+    with pytest.raises(ValueError, match="ip_events is missing column 'asn'"):
+        behaviour_entities(ip_events.drop("asn"), usage, settings, "k")

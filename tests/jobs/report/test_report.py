@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import pytest
+
+from jobs.report.summary import community_quality
+
+
+def test_community_quality_counts_campaign_legit_and_lonely_accounts(spark):
+    # c1: 3 campaign + 1 legit (campaign-pure); c2: 1 campaign + 2 legit; c3: a campaign loner
+    rows = [
+        ("a1", "c1", True, True, "op"),
+        ("a2", "c1", True, True, "op"),
+        ("a3", "c1", True, True, "op"),
+        ("a4", "c1", False, False, None),
+        ("a5", "c2", True, True, "op"),
+        ("a6", "c2", False, False, None),
+        ("a7", "c2", False, False, None),
+        ("a8", "a8", True, True, "op"),
+        ("a9", "a9", False, False, None),
+    ]
+    communities = spark.createDataFrame(
+        [(a, c) for a, c, *_ in rows], "account_id string, community_id string"
+    )
+    truth = spark.createDataFrame(
+        [(a, farm, camp, op) for a, _, farm, camp, op in rows],
+        "account_id string, is_farm boolean, is_campaign boolean, operator string",
+    )
+    quality = community_quality(communities, truth)
+    assert quality["campaign_in_campaign_communities"] == pytest.approx(4 / 5)
+    assert quality["campaign_standing_alone"] == pytest.approx(1 / 5)
+    assert quality["legit_in_campaign_communities"] == pytest.approx(1 / 4)
+    assert quality["groups"] == 4
+    with pytest.raises(ValueError, match="is_campaign"):
+        community_quality(communities, truth.drop("is_campaign"))
