@@ -11,18 +11,21 @@ Out, under ``<prefix>/`` of the store::
     dt=YYYY-MM-DD/run=<run_id>/diff.parquet        vs the list in force: new/dropped/changed
     dt=YYYY-MM-DD/run=<run_id>/allowlisted.parquet allowlisted accounts kept off the list
     dt=YYYY-MM-DD/run=<run_id>/manifest.json       counts, sha256 of every file, model, code,
-                                                   config fingerprint, inputs, breaker, diff
+                                                   config fingerprint, entity-hash key id,
+                                                   inputs, breaker, diff
     dt=YYYY-MM-DD/run=<run_id>/status.json         published | held | revoked, with history
     latest.json                                    pointer to the list in force
 
 Guarantees: ``latest.json`` is written last and only after every file of the run has been
 written and read back with a matching sha256, so readers never see a partial run and a failed
-run leaves the previous list in force. ``run_id`` is a hash of date, model, config and inputs:
-re-running the same date with the same inputs and model rewrites nothing. A run whose ban count
-trips the circuit breaker is written but ``held`` (``latest.json`` untouched) until released.
-``latest.json`` never moves back to an older date except by a revoke. Called by the publish
-stage (:mod:`jobs.banlists.stage`) and the tests; the registry of runs (list, release, revoke,
-verified reads) is :mod:`jobs.banlists.runs`.
+run leaves the previous list in force. ``run_id`` is a hash of date, model, config, inputs and
+entity-hash key id: re-running the same date with the same inputs and model rewrites nothing.
+A run that trips the circuit breaker (:mod:`jobs.banlists.breaker`: too many or too few bans,
+farms vanishing, a starved input table) is written but ``held`` (``latest.json`` untouched)
+until released. ``latest.json`` never moves back to an older date except by a revoke. The diff
+against the list in force says when the two lists' entity hashes were made with different
+keys. Called by the publish stage (:mod:`jobs.banlists.stage`) and the tests; the registry of
+runs (list, release, revoke, verified reads) is :mod:`jobs.banlists.runs`.
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import statistics
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
 
 import pandas as pd
 
 from jobs.banlists.actions import ACTIONS
+from jobs.banlists.breaker import judge
 from jobs.banlists.runs import (
     Published,
     _json_bytes,
@@ -47,13 +51,15 @@ from jobs.banlists.runs import (
     _write_status,
     latest_pointer,
     list_runs,
+    read_run,
     read_status,
     release,
 )
 from jobs.core.config import BanSettings
 from jobs.core.store import ObjectStore, StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+KEY_CHANGED = "entity hash key changed since the list in force"
 BANLIST_COLUMNS = ("account_id", "farm_id", "score", "action", "reasons", "model_version")
 
 
@@ -66,12 +72,22 @@ class RunContext:
     config_fingerprint: str
     code_version: str
     inputs: dict[str, Any] = field(default_factory=dict)
+    entity_hash_key_id: str = ""
+    """:func:`jobs.core.hash_key.key_id` of the key the list's hashes were made with."""
 
     @property
     def run_id(self) -> str:
-        """Deterministic: same date, model, config and inputs -> same run id and folder."""
+        """Deterministic: same date, model, config, inputs and key -> same run id and folder."""
         inputs = json.dumps(self.inputs, sort_keys=True, default=str)
-        text = "|".join((self.run_date, self.model["version"], self.config_fingerprint, inputs))
+        text = "|".join(
+            (
+                self.run_date,
+                self.model["version"],
+                self.config_fingerprint,
+                inputs,
+                self.entity_hash_key_id,
+            )
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -166,28 +182,6 @@ def _diff_summary(diff: pd.DataFrame, previous_run: str | None) -> dict[str, Any
     }
 
 
-def breaker_decision(bans: int, history: list[int], settings: BanSettings) -> tuple[bool, str]:
-    """Should a run with ``bans`` bans be held, given recent published runs' ban counts?
-
-    Returns:
-        (held, reason). The absolute ceiling always applies; the trailing-median rule applies
-        once ``breaker_min_history`` runs exist and only above ``breaker_floor`` bans.
-    """
-    if bans > settings.breaker_max_bans:
-        return True, f"{bans} bans exceed the ceiling of {settings.breaker_max_bans}"
-    recent = history[-settings.breaker_window_runs :]
-    if len(recent) < settings.breaker_min_history:
-        return False, f"{len(recent)} earlier run(s): only the ceiling applies"
-    median = statistics.median(recent)
-    limit = max(settings.breaker_multiple * median, settings.breaker_floor)
-    if bans > limit:
-        return True, (
-            f"{bans} bans exceed {settings.breaker_multiple:g}x the median of the last "
-            f"{len(recent)} published runs ({median:g})"
-        )
-    return False, f"{bans} bans within {limit:g} ({settings.breaker_multiple:g}x median {median:g})"
-
-
 def publish(
     banlist: pd.DataFrame,
     store: ObjectStore,
@@ -204,7 +198,7 @@ def publish(
         banlist: rows with :data:`BANLIST_COLUMNS` (allowlisted accounts already removed).
         store: where to write.
         prefix: key prefix (``banlists``).
-        context: date, model, code and config versions and input summary of the run.
+        context: date, model, code and config versions, input summary and key id of the run.
         bans: score bands and circuit-breaker settings.
         farm_entities: ``farm_id, binding_entities`` from :func:`attach_evidence`.
         allowlisted: allowlisted rows from :func:`apply_allowlist`, reported separately.
@@ -227,10 +221,10 @@ def publish(
     banlist = banlist[list(BANLIST_COLUMNS)].sort_values(
         ["action", "score", "account_id"], ascending=[True, False, True], ignore_index=True
     )
-    previous_run, previous = None, None
+    previous_run, previous_manifest, previous = None, None, None
     if latest is not None and latest["run_id"] != run_id:
         previous_run = latest["prefix"]
-        previous = pd.read_parquet(io.BytesIO(store.get(f"{previous_run}/banlist.parquet")))
+        previous_manifest, previous = read_run(store, previous_run)
     diff = diff_lists(previous, banlist)
     allowlisted = _allowlisted_frame(allowlisted)
     files = {
@@ -240,13 +234,16 @@ def publish(
         "diff.parquet": _parquet_bytes(diff),
         "allowlisted.parquet": _parquet_bytes(allowlisted),
     }
-    banned = int((banlist["action"] == "ban").sum())
-    breaker = _breaker(store, prefix, context.run_date, banned, bans, release_held)
+    earlier = _earlier_runs(store, prefix, context, bans.breaker_history_runs)
+    # A backfill is never put in force, so farms vanishing against a newer list lift no ban.
+    last_night = previous if latest is not None and latest["run_date"] <= context.run_date else None
+    breaker = judge(banlist, last_night, context.inputs, earlier, bans, release_held)
     _write_verified(store, run_prefix, files)
     held = breaker["held"]
     status = "held" if held else "published"
     manifest = _manifest(context, status, banlist, allowlisted, breaker, files)
     manifest["diff"] = _diff_summary(diff, previous_run)
+    manifest["diff"]["entity_hash_key"] = _key_change(previous_manifest, context)
     store.put(f"{run_prefix}/manifest.json", _json_bytes(manifest))
     _write_status(store, run_prefix, status, {"reason": breaker["reason"]})
     if held:
@@ -256,7 +253,45 @@ def publish(
     if in_force:
         _point_latest(store, prefix, run_prefix, files_verified=True)
     message = "published" if in_force else f"published (older than {latest['run_date']})"
+    if manifest["diff"]["entity_hash_key"]["changed"]:
+        message += f" ({KEY_CHANGED})"
     return Published(run_prefix, manifest, "published", in_force, message)
+
+
+def _earlier_runs(
+    store: ObjectStore, prefix: str, context: RunContext, newest: int
+) -> list[dict[str, Any]]:
+    """Runs dated up to this run's date, other than this run (what the breaker compares with).
+
+    Runs of the same date count: re-running a date with other inputs is judged against the run
+    it would replace.
+    """
+    after = (date.fromisoformat(context.run_date) + timedelta(days=1)).isoformat()
+    runs = list_runs(store, prefix, before=after, newest=newest)
+    return [r for r in runs if r["run_id"] != context.run_id]
+
+
+def _key_change(previous: dict[str, Any] | None, context: RunContext) -> dict[str, Any]:
+    """The diff's ``entity_hash_key`` block: the key ids of both lists and whether they differ.
+
+    The account-level diff compares account ids, farm ids and actions, none of which is hashed,
+    so it stays true across a key change; what cannot be matched are the hashes quoted in
+    reasons and binding entities. A previous list without a key id counts as another key.
+    """
+    before = previous.get("entity_hash_key_id") if previous is not None else None
+    changed = previous is not None and before != context.entity_hash_key_id
+    block: dict[str, Any] = {
+        "previous": before,
+        "current": context.entity_hash_key_id,
+        "changed": changed,
+    }
+    if changed:
+        block["note"] = (
+            f"{KEY_CHANGED}: the entity hashes in reasons and binding entities cannot be matched "
+            "with the previous list's; account changes compare account ids and actions, which "
+            "are not hashed"
+        )
+    return block
 
 
 def _manifest(
@@ -287,28 +322,8 @@ def _manifest(
         "model": context.model,
         "code_version": context.code_version,
         "config_fingerprint": context.config_fingerprint,
+        "entity_hash_key_id": context.entity_hash_key_id,
         "inputs": context.inputs,
-    }
-
-
-def _breaker(
-    store: ObjectStore,
-    prefix: str,
-    run_date: str,
-    bans: int,
-    settings: BanSettings,
-    release_held: bool,
-) -> dict[str, Any]:
-    """The manifest's ``breaker`` block: held or not, why, and the history it compared with."""
-    recent = list_runs(store, prefix, before=run_date, newest=settings.breaker_history_runs)
-    history = [r["counts"]["ban"] for r in recent if r["status"] == "published"]
-    held, reason = breaker_decision(bans, history, settings)
-    if held and release_held:
-        held, reason = False, f"released by operator flag: {reason}"
-    return {
-        "held": held,
-        "reason": reason,
-        "history_bans": history[-settings.breaker_window_runs :],
     }
 
 

@@ -68,7 +68,7 @@ def list_runs(
     before: str | None = None,
     newest: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Runs under ``prefix`` (oldest first): date, id, status, counts, key prefix.
+    """Runs under ``prefix`` (oldest first): date, id, status, counts, key prefix, inputs.
 
     Args:
         store: where the runs are.
@@ -99,6 +99,7 @@ def list_runs(
                 "counts": manifest["counts"],
                 "prefix": run_prefix,
                 "created_at": manifest.get("created_at", ""),
+                "inputs": manifest.get("inputs", {}),
             }
         )
     return sorted(runs, key=lambda r: (r["run_date"], r["created_at"], r["run_id"]))

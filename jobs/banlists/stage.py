@@ -2,10 +2,11 @@
 
 In: a :class:`jobs.core.stage.StageContext` (the run's ``scores``, ``group_anomaly``,
 communities and entities; the champion's version; the ingest stage's counts in
-``ctx.earlier["ingest"]``; the ``bans`` and ``publish`` settings; whether an operator released a
-held list). Out: a run published to ``publish.target`` (:mod:`jobs.banlists.publish`), the run's
-copy ``banlist.parquet`` under its layout, and a summary (where, status, in force, counts).
-Called by the nightly flow's publish task and the tests.
+``ctx.earlier["ingest"]``, which the breaker compares with earlier runs'; the ``bans`` and
+``publish`` settings and the entity-hash key id; whether an operator released a held list).
+Out: a run published to ``publish.target`` (:mod:`jobs.banlists.publish`), the run's copy
+``banlist.parquet`` under its layout, and a summary (where, status, in force, counts). Called
+by the nightly flow's publish task and the tests.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "lookback_days": settings.ingest.lookback_days,
             "tables": dict(ctx.earlier.get("ingest", {})),
         },
+        entity_hash_key_id=settings.entity_hash_key().key_id,
     )
     result = publish(
         banlist,

@@ -6,7 +6,8 @@ variables (nested keys use ``__``, for example ``FARMWATCH_SPARK__MASTER=spark:/
 Out: one frozen :class:`Settings` object with one section per concern. Called by the CLI, the
 Prefect flows, the stages and the tests. Secrets (the entity hashing key, S3 credentials) come
 only from the environment or boto3's default credential chain, never from the TOML file checked
-into a repository.
+into a repository; without a configured key, a local run uses one generated in its home
+(:mod:`jobs.core.hash_key`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from jobs.core.hash_key import EntityHashKey, resolve_entity_hash_key
 from jobs.core.sections import (
     DEFAULT_MONOTONE,
     AnomalySettings,
@@ -107,20 +109,29 @@ class Settings(BaseSettings):
         """Stable sha256 of the settings that shape results, recorded in manifests and MLflow.
 
         Where a ban list is written (target, endpoint, transport and encryption settings) is left
-        out, so the same run publishes the same run id to a folder or a bucket. The entity-hash
-        key enters only as a short digest: rotating it changes the published hashes, and so the
-        fingerprint, without the key appearing anywhere.
+        out, so the same run publishes the same run id to a folder or a bucket (given the same
+        key). The entity-hash key enters only as its key id: rotating it changes the published
+        hashes, and so the fingerprint, without the key appearing anywhere. Resolving the key
+        may create the home's key file, and refuses an object-store target without a configured
+        key, so a run that cannot publish stops before its first stage.
         """
         payload = self.model_dump(
             mode="json", include=_RESULT_SECTIONS, exclude={"model": {"tracking_uri"}}
         )
         payload["publish"] = {
             "prefix": self.publish.prefix,
-            "entity_hash_key_id": hashlib.sha256(
-                self.publish.entity_hash_key.get_secret_value().encode()
-            ).hexdigest()[:8],
+            "entity_hash_key_id": self.entity_hash_key().key_id,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def entity_hash_key(self) -> EntityHashKey:
+        """The key entity values are hashed with: configured, or generated once in the home.
+
+        Raises:
+            EntityHashKeyError: publishing to object storage without a configured key, or an
+                unusable key (see :mod:`jobs.core.hash_key`).
+        """
+        return resolve_entity_hash_key(self.publish, self.home)
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:

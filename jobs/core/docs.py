@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
-
 from jobs.core.config import Settings
 from jobs.core.contracts import CONTRACTS
 
@@ -27,8 +25,6 @@ PAGES = {
 
 
 def _default(value: Any) -> str:
-    if isinstance(value, SecretStr):
-        return "(none: set it in the environment)"
     if value is None:
         return "unset"
     if isinstance(value, Path):

@@ -290,7 +290,7 @@ class ModelSettings(_Section):
 
 
 class BanSettings(_Section):
-    """Score bands that turn scores into actions."""
+    """Score bands that turn scores into actions, and the circuit breaker guarding the list."""
 
     ban_threshold: float = 0.9
     """Score from which a farm member with own evidence is banned."""
@@ -298,10 +298,8 @@ class BanSettings(_Section):
     """Score from which an account goes to review."""
     watch_threshold: float = 0.3
     """Score from which an account is on watch (and gets reasons)."""
-    ban_needs_own_evidence: bool = Field(
-        default=True,
-        description="Send to review, not ban, an account without evidence of its own.",
-    )
+    ban_needs_own_evidence: bool = True
+    """Send to review, not ban, an account without evidence of its own."""
     own_evidence_min_score: float = Field(
         default=0.5,
         ge=0,
@@ -314,25 +312,29 @@ class BanSettings(_Section):
         description="Members of a farm candidate anomalous in this many evidence families go "
         "to review at least (the first-night path); 0 turns it off.",
     )
-    allowlist: Path | None = Field(
-        default=None,
-        description="CSV or Parquet of (kind, value, note): kind 'account' or 'email_domain'.",
-    )
-    breaker_multiple: float = Field(
-        default=3.0,
-        description="Hold a run whose bans exceed this multiple of the trailing median.",
-    )
+    allowlist: Path | None = None
+    """CSV or Parquet of (kind, value, note): kind 'account' or 'email_domain'."""
+    breaker_multiple: float = 3.0
+    """Hold a run whose bans exceed this multiple of the trailing median."""
     breaker_window_runs: int = Field(default=7, description="Published runs in the median.")
-    breaker_history_runs: int = Field(
-        default=28, description="Earlier runs read for the breaker's history (any status)."
-    )
-    breaker_min_history: int = Field(
-        default=3, description="Runs needed before the median rule applies."
-    )
-    breaker_floor: int = Field(
-        default=100, description="The median rule never holds a run with this many bans or fewer."
-    )
+    breaker_history_runs: int = 28
+    """Earlier runs read for the breaker's history (any status)."""
+    breaker_min_history: int = 3
+    """Runs needed before the upward median rule applies."""
+    breaker_floor: int = 100
+    """The upward median rule never holds a run with this many bans or fewer."""
     breaker_max_bans: int = Field(default=100_000, description="Absolute ceiling on bans per run.")
+    breaker_min_share_of_median: float = Field(default=0.5, ge=0, le=1)
+    """Hold a run whose bans fall below this share of the trailing median (from one earlier
+    published run on); 0 turns it off."""
+    breaker_max_vanished_farms: float = Field(default=0.5, ge=0, le=1)
+    """Hold a run in which more than this share of the farms banned in the list in force have
+    no banned account left; 1 turns it off."""
+    breaker_drop_floor: int = Field(default=10, ge=0)
+    """The two falling-bans rules never hold a run that lifts this many bans or fewer."""
+    breaker_min_input_share: float = Field(default=0.8, ge=0, le=1)
+    """Hold a run in which an input table's accepted rows fall below this share of its median
+    over the trailing published runs with the same look-back; 0 turns it off."""
 
 
 class PublishSettings(_Section):
@@ -343,8 +345,10 @@ class PublishSettings(_Section):
     )
     prefix: str = "banlists"
     """Key prefix of the ban lists under the target."""
-    entity_hash_key: SecretStr = SecretStr("farmwatch-local-demo-key")
-    """Secret key of the entity hashes (set FARMWATCH_PUBLISH__ENTITY_HASH_KEY)."""
+    entity_hash_key: SecretStr | None = None
+    """Secret key of the entity hashes, 32+ random characters, from the environment
+    (FARMWATCH_PUBLISH__ENTITY_HASH_KEY). Unset: a random key generated once in
+    <home>/entity-hash-key (mode 0600), and an s3:// target is refused."""
     endpoint_url: str | None = Field(
         default=None, description="S3-compatible endpoint (MinIO, Ceph, moto); default AWS."
     )

@@ -1,9 +1,9 @@
 """The graph stage: the accepted tables of a run -> entities, entity statistics, links.
 
-In: a :class:`jobs.core.stage.StageContext` (the run's accepted tables, the entity hashing key,
-the ``graph`` settings). Out: ``account_entities``, ``entity_stats`` and ``account_links``
-under the run's layout, and a summary (accounts, entities, hubs, links). Called by the nightly
-and training flows' graph task and the tests.
+In: a :class:`jobs.core.stage.StageContext` (the run's accepted tables, the entity hashing key
+of :mod:`jobs.core.hash_key`, the ``graph`` settings). Out: ``account_entities``,
+``entity_stats`` and ``account_links`` under the run's layout, and a summary (accounts,
+entities, hubs, links). Called by the nightly and training flows' graph task and the tests.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     """Write the account graph of one run; returns its figures."""
     settings, layout = ctx.settings, ctx.layout
     tables = load_accepted(ctx.spark, layout)
-    key = settings.publish.entity_hash_key.get_secret_value()
+    key = settings.entity_hash_key().secret
     signups = tables["signups"]
     entities = account_entities(
         signups, tables["payments"], tables["ip_events"], tables["api_usage"], key

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -85,6 +86,7 @@ def test_served_deployments_run_retry_and_fail_safely(
     env = {
         "FARMWATCH_PUBLISH__TARGET": f"s3://{BUCKET}",
         "FARMWATCH_PUBLISH__ENDPOINT_URL": s3_server.url,
+        "FARMWATCH_PUBLISH__ENTITY_HASH_KEY": secrets.token_hex(32),  # required for a bucket
         "FARMWATCH_PUBLISH__S3_MAX_ATTEMPTS": "1",
         "FARMWATCH_PUBLISH__S3_CONNECT_TIMEOUT_SECONDS": "1",
         "FARMWATCH_ORCHESTRATION__IO_RETRY_DELAYS_SECONDS": "[1, 1]",

@@ -3,10 +3,11 @@
 Runs the real Prefect flows (under ``prefect_test_harness``), real Spark jobs, real LightGBM
 models registered in a real (SQLite) MLflow registry, and the real publisher on the world
 ``make demo`` builds (its size and seed): the campaign must be found with no false ban, and the
-summary must print the lines the README quotes as the demo's output. Then the same date is
-published to an S3-protocol server (moto, a separate process) through the same code, which must
-hold the same list; then an input table is broken and the failed run must leave the previous
-ban list in force.
+summary must print the lines the README quotes as the demo's output, and the list's hashes are
+made with the key the home generated. Then the same date is published to an S3-protocol server
+(moto, a separate process) through the same code: refused without a configured key, then, with
+the home's key configured, it must hold the same list; then an input table is broken and the
+failed run must leave the previous ban list in force.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from flows.nightly import nightly_flow
 from flows.training import training_flow
 from jobs.banlists.reader import load_latest
 from jobs.core.config import PublishSettings
+from jobs.core.hash_key import KEY_FILE_NAME, EntityHashKeyError, key_id
 from jobs.core.store import S3Store
 from jobs.ingest.validate import InputTableError
 from jobs.report.summary import render_text
@@ -116,6 +118,10 @@ def test_nightly_run_finds_the_campaign_and_publishes(
     top = farms.iloc[0]
     assert top["accounts_banned"] > 0 and len(top["binding_entities"]) > 0
     assert any("of its farm" in r for r in banned["reasons"].iloc[0])
+    # The hashes were made with the key this home generated, not one written in the code.
+    home_key = (farmwatch_home / KEY_FILE_NAME).read_text().strip()
+    manifest = json.loads((run_folder / "manifest.json").read_text())
+    assert manifest["entity_hash_key_id"] == key_id(home_key)
 
     # The same date published to S3 through the same code, with an allowlist: the same list
     # minus the allowlisted accounts, which are reported separately.
@@ -132,10 +138,16 @@ def test_nightly_run_finds_the_campaign_and_publishes(
     monkeypatch.setenv("FARMWATCH_PUBLISH__TARGET", "s3://trust-banlists")
     monkeypatch.setenv("FARMWATCH_PUBLISH__ENDPOINT_URL", s3_server.url)
     monkeypatch.setenv("FARMWATCH_BANS__ALLOWLIST", str(allowlist))
+    # A bucket needs a key its readers can have: without one the run stops before any stage.
+    with pytest.raises(EntityHashKeyError, match="FARMWATCH_PUBLISH__ENTITY_HASH_KEY"):
+        nightly_flow()
+    # Configured explicitly (here: the home's key, so the reasons' hashes match the folder's).
+    monkeypatch.setenv("FARMWATCH_PUBLISH__ENTITY_HASH_KEY", home_key)
     on_s3 = nightly_flow()
     assert on_s3["published"]["store"] == "s3://trust-banlists"
     manifest, from_s3 = load_latest("s3://trust-banlists/banlists", endpoint_url=s3_server.url)
     assert manifest["allowlisted"]["accounts"] == len(expected)
+    assert manifest["entity_hash_key_id"] == key_id(home_key)
     pd.testing.assert_frame_equal(
         from_s3, banlist[~banlist["account_id"].isin(expected)].reset_index(drop=True)
     )
@@ -147,6 +159,7 @@ def test_nightly_run_finds_the_campaign_and_publishes(
     monkeypatch.delenv("FARMWATCH_BANS__ALLOWLIST")
     monkeypatch.delenv("FARMWATCH_PUBLISH__TARGET")
     monkeypatch.delenv("FARMWATCH_PUBLISH__ENDPOINT_URL")
+    monkeypatch.delenv("FARMWATCH_PUBLISH__ENTITY_HASH_KEY")
 
     # A broken input makes the next run fail with a clear error and leaves latest.json alone.
     shutil.rmtree(farmwatch_home / "lake" / "payments")

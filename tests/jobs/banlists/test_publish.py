@@ -8,7 +8,7 @@ import pytest
 from pyspark.testing import assertDataFrameEqual
 
 from jobs.banlists.actions import apply_allowlist, assign_actions, attach_evidence, load_allowlist
-from jobs.banlists.publish import RunContext, breaker_decision, diff_lists, publish
+from jobs.banlists.publish import RunContext, diff_lists, publish
 from jobs.banlists.runs import list_runs, read_latest
 from jobs.core.config import BanSettings
 from jobs.core.store import LocalStore
@@ -195,19 +195,37 @@ def test_backfilling_an_older_date_does_not_move_latest_back(tmp_path):
     assert read_latest(store)[0]["run_date"] == "2026-06-05"
 
 
-def test_breaker_decision():
-    bans = BanSettings(breaker_multiple=3, breaker_min_history=3, breaker_floor=10)
-    assert breaker_decision(500, [100, 120], bans)[0] is False  # too little history
-    held, reason = breaker_decision(500, [100, 120, 110, 90], bans)
-    assert held and "3x the median of the last 4 published runs (105)" in reason
-    assert breaker_decision(300, [100, 120, 110, 90], bans)[0] is False
-    assert breaker_decision(9, [0, 0, 0], bans)[0] is False  # under the floor
-    assert breaker_decision(11, [0, 0, 0], bans)[0] is True
-    held, reason = breaker_decision(200_000, [], bans)
-    assert held and "ceiling of 100000" in reason
-    # Only the last breaker_window_runs count.
-    window = BanSettings(breaker_window_runs=3, breaker_min_history=3, breaker_floor=0)
-    assert breaker_decision(100, [1000, 1000, 1000, 10, 10, 10], window)[0] is True
+def test_manifest_names_the_key_and_a_key_change_is_marked_in_the_diff(tmp_path):
+    store = LocalStore(tmp_path)
+
+    def keyed(run_date: str, key_id: str) -> RunContext:
+        return RunContext(run_date, MODEL, "cfg1", "0.1.0+gtest", {"rows": 1}, key_id)
+
+    first = publish(banlist([0.99, 0.98]), store, "banlists", keyed("2026-06-04", "1" * 16), BANS)
+    assert first.manifest["entity_hash_key_id"] == "1" * 16
+    assert first.manifest["diff"]["entity_hash_key"] == {
+        "previous": None,
+        "current": "1" * 16,
+        "changed": False,
+    }
+    same = publish(banlist([0.99, 0.98]), store, "banlists", keyed("2026-06-05", "1" * 16), BANS)
+    assert same.manifest["diff"]["entity_hash_key"]["changed"] is False
+    assert same.message == "published"
+    # Another key: the same accounts, so nobody was unbanned, and the diff says the hashes
+    # in reasons and binding entities cannot be matched with the previous list's.
+    rotated = publish(banlist([0.99, 0.98]), store, "banlists", keyed("2026-06-06", "2" * 16), BANS)
+    assert rotated.status == "published" and rotated.in_force
+    block = rotated.manifest["diff"]["entity_hash_key"]
+    assert (block["previous"], block["current"], block["changed"]) == ("1" * 16, "2" * 16, True)
+    assert "cannot be matched with the previous list's" in block["note"]
+    assert rotated.message == "published (entity hash key changed since the list in force)"
+    assert rotated.manifest["diff"]["accounts"] == {
+        "new": 0,
+        "dropped": 0,
+        "changed": 0,
+        "unchanged": 2,
+    }
+    assert rotated.manifest["run_id"] != keyed("2026-06-06", "1" * 16).run_id
 
 
 def test_diff_lists():

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import pytest
@@ -53,8 +54,9 @@ def test_unknown_keys_and_bad_values_are_rejected(monkeypatch):
         load_settings()
 
 
-def test_fingerprint_follows_what_shapes_results(monkeypatch):
-    monkeypatch.delenv("FARMWATCH_CONFIG", raising=False)
+def test_fingerprint_follows_what_shapes_results(farmwatch_home, monkeypatch):
+    key, rotated = secrets.token_hex(32), secrets.token_hex(32)
+    monkeypatch.setenv("FARMWATCH_PUBLISH__ENTITY_HASH_KEY", key)
     base = load_settings().fingerprint()
     # Where the list goes does not change the run: a folder and a bucket get the same run id.
     monkeypatch.setenv("FARMWATCH_PUBLISH__TARGET", "s3://trust-banlists/prod")
@@ -62,11 +64,13 @@ def test_fingerprint_follows_what_shapes_results(monkeypatch):
     monkeypatch.setenv("FARMWATCH_SPARK__MASTER", "local[2]")
     assert load_settings().fingerprint() == base
     # Rotating the entity-hash key changes published hashes, so the fingerprint changes too,
-    # but the key never appears in what is hashed.
-    monkeypatch.setenv("FARMWATCH_PUBLISH__ENTITY_HASH_KEY", "another-secret")
-    rotated = load_settings()
-    assert rotated.fingerprint() != base
+    # but only the key id is hashed, never the key.
+    monkeypatch.setenv("FARMWATCH_PUBLISH__ENTITY_HASH_KEY", rotated)
+    assert load_settings().fingerprint() != base
+    monkeypatch.delenv("FARMWATCH_PUBLISH__TARGET")
     monkeypatch.delenv("FARMWATCH_PUBLISH__ENTITY_HASH_KEY")
+    assert load_settings().fingerprint() != base  # the home's generated key is another key
+    monkeypatch.setenv("FARMWATCH_PUBLISH__ENTITY_HASH_KEY", key)
     monkeypatch.setenv("FARMWATCH_BANS__BAN_THRESHOLD", "0.95")
     assert load_settings().fingerprint() != base
 
@@ -74,7 +78,7 @@ def test_fingerprint_follows_what_shapes_results(monkeypatch):
 def test_refine_kind_weights_name_every_evidence_family_the_graph_uses():
     from typing import get_args
 
-    from jobs.core.config import EvidenceFamily, GraphSettings
+    from jobs.core.sections import EvidenceFamily, GraphSettings
     from jobs.graph.entities import EVIDENCE_KIND
 
     assert set(EVIDENCE_KIND.values()) == set(get_args(EvidenceFamily))
