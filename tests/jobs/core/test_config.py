@@ -74,7 +74,7 @@ def test_fingerprint_follows_what_shapes_results(monkeypatch):
 def test_refine_kind_weights_name_every_evidence_family_the_graph_uses():
     from typing import get_args
 
-    from jobs.core.config import EvidenceFamily, GraphSettings
+    from jobs.core.sections import EvidenceFamily, GraphSettings
     from jobs.graph.entities import EVIDENCE_KIND
 
     assert set(EVIDENCE_KIND.values()) == set(get_args(EvidenceFamily))
