@@ -14,7 +14,7 @@ ingest and the graph stage once. Then, ``--repeats`` times each (medians reporte
 
 Component counts of everything written must agree (the script fails otherwise); each backend's
 median over igraph's is reported as ``<backend>_ratio_vs_igraph``. When the GraphFrames package
-cannot be had (``python -m jobs.spark fetch graphframes`` says why), the result records that
+cannot be had (``python -m jobs.core.session fetch graphframes`` says why), the result records that
 reason under ``graphframes_unavailable`` and times the others. Writes JSON (default
 ``benchmarks/results/graphframes.json``).
 
@@ -32,74 +32,76 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from benchkit import bench_home, timed, write_result
+import igraph
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from benchkit import bench_home, stage_context, timed, write_result
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line: world size and seed (or a run to reuse), repeats, where to write."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--run", help="a run folder whose graph stage already ran")
     parser.add_argument("--out", default="benchmarks/results/graphframes.json")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    home = bench_home("graphframes")
-    from jobs.spark import fetch
 
-    fetched = fetch(["graphframes"])["graphframes"]
-    if not fetched.startswith("unavailable"):
-        os.environ["FARMWATCH_SPARK__PACKAGES"] = json.dumps(["graphframes"])
+def prepare_run(
+    spark: Any, settings: Any, args: argparse.Namespace, home: Path, result: dict[str, Any]
+) -> Any:
+    """The ``--run`` folder's layout, or a generated world's after ingest and the graph stage."""
+    from jobs.core.layout import RunLayout
+    from jobs.graph import stage as graph
+    from jobs.ingest import stage as ingest
+    from jobs.world.generate import generate
+    from jobs.world.spec import build_spec
 
-    import igraph
-    import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from flows.runtime import settings_for, spark_for
-    from jobs import communities, ingest
-    from jobs.components import connected_components
-    from jobs.config import GraphSettings
-    from jobs.generate import generate
-    from jobs.world import build_spec
-
-    settings = settings_for(None)
-    spark = spark_for(settings)
-    result: dict[str, Any] = {"benchmark": "graphframes"}
     if args.run:
-        run_dir = Path(args.run).resolve()
-    else:
-        lake = settings.lake.lake_path
-        start = time.perf_counter()
-        generate(spark, build_spec("distillation-campaign", args.accounts, args.seed), lake)
-        result["generate_seconds"] = round(time.perf_counter() - start, 1)
-        end_date = date.fromisoformat(json.loads((lake / "_world.json").read_text())["end_date"])
-        run_dir = home / "runs" / f"dt={end_date.isoformat()}"
-        ingest.run(spark, settings, end_date, run_dir)
-        tables = ingest.load_accepted(spark, run_dir)
-        start = time.perf_counter()
-        communities.build_graph(spark, settings, tables, run_dir)
-        result["graph_seconds"] = round(time.perf_counter() - start, 1)
-    links_path = run_dir / "graph" / "account_links"
-    accounts_path = run_dir / "accepted" / "signups"
-    accounts = spark.read.parquet(str(accounts_path)).select("account_id")
-    result["accounts"] = accounts.count()
-    result["links"] = spark.read.parquet(str(links_path)).count()
-    out = home / "labels"
+        return RunLayout.at(Path(args.run).resolve())
+    lake = settings.lake.lake_path
+    start = time.perf_counter()
+    generate(spark, build_spec("distillation-campaign", args.accounts, args.seed), lake)
+    result["generate_seconds"] = round(time.perf_counter() - start, 1)
+    end_date = date.fromisoformat(json.loads((lake / "_world.json").read_text())["end_date"])
+    ctx = stage_context(spark, settings, end_date)
+    ingest.run(ctx)
+    start = time.perf_counter()
+    graph.run(ctx)
+    result["graph_seconds"] = round(time.perf_counter() - start, 1)
+    return ctx.layout
 
-    def igraph_components() -> str:
-        links = pq.read_table(links_path, columns=["src", "dst"]).to_pandas()
-        ids = pd.read_parquet(accounts_path, columns=["account_id"])["account_id"]
-        codes, names = pd.factorize(pd.concat([ids, links["src"], links["dst"]], ignore_index=True))
-        n, m = len(ids), len(links)
-        graph = igraph.Graph(
-            n=len(names), edges=np.column_stack([codes[n : n + m], codes[n + m :]])
-        )
-        membership = np.asarray(graph.connected_components().membership)
-        labels = pa.table({"account_id": names.astype(str), "component": membership})
-        pq.write_table(labels, out / "igraph.parquet")
-        return "igraph"
+
+def igraph_labels(links_path: Path, accounts_path: Path, out: Path) -> str:
+    """Components with igraph on the driver, one label per account written with pyarrow."""
+    links = pq.read_table(links_path, columns=["src", "dst"]).to_pandas()
+    ids = pd.read_parquet(accounts_path, columns=["account_id"])["account_id"]
+    codes, names = pd.factorize(pd.concat([ids, links["src"], links["dst"]], ignore_index=True))
+    n, m = len(ids), len(links)
+    graph = igraph.Graph(n=len(names), edges=np.column_stack([codes[n : n + m], codes[n + m :]]))
+    membership = np.asarray(graph.connected_components().membership)
+    labels = pa.table({"account_id": names.astype(str), "component": membership})
+    pq.write_table(labels, out / "igraph.parquet")
+    return "igraph"
+
+
+def candidates(
+    spark: Any,
+    settings: Any,
+    fetched: str,
+    accounts: Any,
+    paths: tuple[Path, Path, Path],
+    result: dict[str, Any],
+) -> list[tuple[str, Any]]:
+    """Every backend to time, by name; graphframes' algorithms only when the package was had."""
+    from jobs.communities.components import connected_components
+    from jobs.core.config import GraphSettings
+
+    links_path, accounts_path, out = paths
 
     def ours(name: str, graph: GraphSettings) -> Any:
         def run() -> str:
@@ -111,16 +113,9 @@ def main() -> None:
 
         return run
 
-    def component_count(name: str) -> int:
-        """Components in what a backend wrote (counted after, not inside, the timing)."""
-        if name == "igraph":
-            return pq.read_table(out / "igraph.parquet")["component"].to_pandas().nunique()
-        return spark.read.parquet(str(out / name)).select("component_id").distinct().count()
-
-    out.mkdir(parents=True, exist_ok=True)
     base = settings.graph
-    candidates: list[tuple[str, Any]] = [
-        ("igraph", igraph_components),
+    found: list[tuple[str, Any]] = [
+        ("igraph", lambda: igraph_labels(links_path, accounts_path, out)),
         ("local", ours("local", base.model_copy(update={"components_backend": "local"}))),
         ("spark", ours("spark", base.model_copy(update={"components_backend": "spark"}))),
     ]
@@ -130,19 +125,33 @@ def main() -> None:
     else:
         for algorithm in algorithms:
             update = {"components_backend": "graphframes", "graphframes_algorithm": algorithm}
-            candidates.append(
+            found.append(
                 (
                     f"graphframes_{algorithm}",
                     ours(f"graphframes_{algorithm}", base.model_copy(update=update)),
                 )
             )
+    return found
+
+
+def component_count(spark: Any, out: Path, name: str) -> int:
+    """Components in what a backend wrote (counted after, not inside, the timing)."""
+    if name == "igraph":
+        return pq.read_table(out / "igraph.parquet")["component"].to_pandas().nunique()
+    return spark.read.parquet(str(out / name)).select("component_id").distinct().count()
+
+
+def time_all(
+    spark: Any, backends: list[tuple[str, Any]], out: Path, repeats: int, result: dict[str, Any]
+) -> None:
+    """Time every backend, check their component counts agree, and record the ratios."""
     timings: dict[str, Any] = {}
-    for name, fn in candidates:
-        median, runs, written = timed(fn, args.repeats)
+    for name, fn in backends:
+        median, runs, written = timed(fn, repeats)
         timings[name] = {
             "median_seconds": median,
             "runs": runs,
-            "components": component_count(written),
+            "components": component_count(spark, out, written),
         }
         print(f"{name}: median {median:.2f}s runs {runs}", flush=True)
     counts = {name: t["components"] for name, t in timings.items()}
@@ -156,6 +165,34 @@ def main() -> None:
             result[f"{name}_ratio_vs_igraph"] = round(
                 timings[name]["median_seconds"] / reference, 2
             )
+
+
+def main() -> None:
+    """Time every components backend on one link graph and write the JSON."""
+    args = parse_args()
+    home = bench_home("graphframes")
+    from jobs.core.session import fetch
+
+    fetched = fetch(["graphframes"])["graphframes"]
+    if not fetched.startswith("unavailable"):
+        os.environ["FARMWATCH_SPARK__PACKAGES"] = json.dumps(["graphframes"])
+
+    from flows.runtime import settings_for, spark_for
+
+    settings = settings_for(None)
+    spark = spark_for(settings)
+    result: dict[str, Any] = {"benchmark": "graphframes"}
+    layout = prepare_run(spark, settings, args, home, result)
+    links_path = layout.account_links
+    accounts_path = layout.accepted("signups")
+    accounts = spark.read.parquet(str(accounts_path)).select("account_id")
+    result["accounts"] = accounts.count()
+    result["links"] = spark.read.parquet(str(links_path)).count()
+    out = home / "labels"
+    paths = (links_path, accounts_path, out)
+    out.mkdir(parents=True, exist_ok=True)
+    backends = candidates(spark, settings, fetched, accounts, paths, result)
+    time_all(spark, backends, out, args.repeats, result)
     result["machine"] = {"nproc": os.cpu_count(), "spark_master": settings.spark.master}
     write_result(result, args.out)
 

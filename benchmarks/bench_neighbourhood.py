@@ -2,8 +2,8 @@
 
 Takes a run folder that the nightly or training flow left (its ``account_features`` and
 ``graph/account_links``) and computes the 1- and 2-hop neighbourhood features exactly as the
-features stage does (:data:`jobs.features.NEIGHBOUR_SOURCE_FEATURES`, degree limit
-:data:`jobs.features.NEIGHBOUR_MAX_DEGREE`), once with each backend, ``--repeats`` times each.
+features stage does (:data:`jobs.features.table.NEIGHBOUR_SOURCE_FEATURES`, degree limit
+``graph.neighbour_max_degree``), once with each backend, ``--repeats`` times each.
 Each timing includes collecting the result to the driver as Arrow. Then it checks that the two
 backends agree in every column for every account (nulls and NaN in the same places, every other
 value with the same bits) and fails if they do not.
@@ -66,17 +66,17 @@ def main() -> None:
     bench_home("neighbourhood")
 
     from flows.runtime import settings_for, spark_for
-    from jobs.features.account import NEIGHBOUR_MAX_DEGREE
+    from jobs.core.layout import RunLayout
     from jobs.features.neighbourhood import neighbour_aggregates
     from jobs.features.table import NEIGHBOUR_SOURCE_FEATURES
 
     settings = settings_for(None)
     spark = spark_for(settings)
-    run = Path(args.run)
-    accounts = spark.read.parquet(str(run / "account_features")).select(
+    run = RunLayout.at(Path(args.run))
+    accounts = spark.read.parquet(str(run.account_features)).select(
         "account_id", *NEIGHBOUR_SOURCE_FEATURES
     )
-    links = spark.read.parquet(str(run / "graph" / "account_links"))
+    links = spark.read.parquet(str(run.account_links))
 
     def collect(backend: str) -> pa.Table:
         return neighbour_aggregates(
@@ -84,7 +84,7 @@ def main() -> None:
             links,
             NEIGHBOUR_SOURCE_FEATURES,
             hops=2,
-            max_degree=NEIGHBOUR_MAX_DEGREE,
+            max_degree=settings.graph.neighbour_max_degree,
             backend=backend,  # type: ignore[arg-type]
             local_max_paths=settings.graph.neighbour_local_max_paths,
         ).toArrow()
@@ -95,7 +95,7 @@ def main() -> None:
     differ = differing_columns(local, on_spark)
     result: dict[str, Any] = {
         "benchmark": "neighbourhood",
-        "run": str(run),
+        "run": str(run.root),
         "accounts": local.num_rows,
         "links": links.count(),
         "feature_columns": local.num_columns - 1,

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchkit import bench_home, write_result
+from benchkit import bench_home, stage_context, write_result
 
 GIB = 1024**3
 
@@ -116,6 +116,7 @@ def _stages(
 
     from flows.runtime import settings_for, spark_for
     from jobs.communities import stage as communities
+    from jobs.graph import stage as graph
     from jobs.ingest import stage as ingest
     from jobs.report.summary import community_quality
     from jobs.world.generate import generate
@@ -132,24 +133,22 @@ def _stages(
     world = json.loads((lake / "_world.json").read_text())
     result["accounts"] = world["counts"]["signups"]
     end_date = date.fromisoformat(world["end_date"])
-    run_dir = home / "runs" / end_date.isoformat()
+    ctx = stage_context(spark, settings, end_date)
     memory.phase = "ingest"
     start = time.perf_counter()
-    ingest.run(spark, settings, end_date, run_dir)
+    ingest.run(ctx)
     result["ingest_seconds"] = round(time.perf_counter() - start, 1)
-    tables = ingest.load_accepted(spark, run_dir)
     memory.phase = "graph"
     start = time.perf_counter()
-    result["graph"] = communities.build_graph(spark, settings, tables, run_dir)
+    result["graph"] = graph.run(ctx)
     result["graph_seconds"] = round(time.perf_counter() - start, 1)
     memory.phase = "communities"
     start = time.perf_counter()
-    accounts = tables["signups"].select("account_id")
-    result["communities"] = communities.find_communities(spark, settings, accounts, run_dir)
+    result["communities"] = communities.run(ctx)
     result["communities_seconds"] = round(time.perf_counter() - start, 1)
     memory.phase = "report"
     truth = spark.read.parquet(str(lake / "ground_truth"))
-    table = spark.read.parquet(str(run_dir / "graph" / "communities"))
+    table = spark.read.parquet(str(ctx.layout.communities))
     result["quality"] = community_quality(table, truth, "community_id")
     result["largest_component"] = (
         table.groupBy("component_id").count().agg(F.max("count")).first()[0]

@@ -46,3 +46,11 @@ def write_result(result: dict[str, Any], out: str) -> Path:
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def stage_context(spark: Any, settings: Any, run_date: Any) -> Any:
+    """The :class:`jobs.core.stage.StageContext` of a run dated ``run_date`` in this home."""
+    from flows.runtime import layout_for
+    from jobs.core.stage import StageContext
+
+    return StageContext(spark, settings, layout_for(settings, run_date), run_date)

@@ -2,10 +2,11 @@
 
 In: the farmwatch home, a run's folder, and the key material of a run (config fingerprint, run
 date, look-back, a digest of the input files). Out: an exclusive lock per farmwatch home, and a
-ledger of finished stages in ``<run_dir>/_stages/<stage>.json``. Each stage's key chains the
-previous stage's key with what the stage depends on, so a stage is skipped only when it and
-everything upstream would compute the same thing again; a change of inputs, config or model
-re-runs from the first affected stage. Called by the nightly and training flows.
+ledger of finished stages in ``<stages>/<stage>.json`` (the run layout's ``stages`` folder).
+Each stage's key chains the previous stage's key with what the stage depends on, so a stage
+is skipped only when it and everything upstream would compute the same thing again; a change
+of inputs, config or model re-runs from the first affected stage. Called by the nightly and
+training flows.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ def test_ledger_skips_finished_stages_and_reruns_from_the_first_change(tmp_path)
         return fn
 
     def run_all(seed, model="v1", resume=True):
-        ledger = StageLedger(tmp_path, seed, resume)
+        ledger = StageLedger(tmp_path / "_stages", seed, resume)
         ledger.run("ingest", stage("ingest"), 1)
         ledger.run("features", stage("features"), 2)
         result = ledger.run("score", stage("score"), 3, depends_on=model)
@@ -48,7 +48,7 @@ def test_ledger_skips_finished_stages_and_reruns_from_the_first_change(tmp_path)
 
 
 def test_a_failed_stage_is_not_recorded(tmp_path):
-    ledger = StageLedger(tmp_path, "seed", True)
+    ledger = StageLedger(tmp_path / "_stages", "seed", True)
     ledger.run("ingest", lambda: 1)
 
     def broken():
@@ -57,7 +57,7 @@ def test_a_failed_stage_is_not_recorded(tmp_path):
     with pytest.raises(OSError):
         ledger.run("graph", broken)
     assert not (tmp_path / "_stages" / "graph.json").exists()
-    again = StageLedger(tmp_path, "seed", True)
+    again = StageLedger(tmp_path / "_stages", "seed", True)
     assert again.run("ingest", lambda: 99) == 1
     assert again.run("graph", lambda: 2) == 2
 

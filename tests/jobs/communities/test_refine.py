@@ -100,7 +100,7 @@ def test_missing_columns_and_bad_size_are_named(spark):
 
 
 def test_refinement_graph_skips_hubs_and_weights_soft_keys(spark):
-    from tests.jobs.test_graph import tables  # the CGNAT world of the graph tests
+    from tests.jobs.graph.test_graph import tables  # the CGNAT world of the graph tests
 
     signups, payments, ip_events, usage = tables(spark, n_cgnat=600)
     entities = account_entities(signups, payments, ip_events, usage, "k")

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 PROBE = (
-    "from datetime import datetime; from jobs.spark import use_utc_clock; "
+    "from datetime import datetime; from jobs.core.session import use_utc_clock; "
     "before = datetime(2026, 1, 1).timestamp(); use_utc_clock(); "
     "print(before, datetime(2026, 1, 1).timestamp())"
 )
