@@ -3,8 +3,9 @@
 In: the published ban list (pandas), the run's ``scores`` count and, when the lake holds one,
 the synthetic ``ground_truth`` table. Out: a summary dict (accounts scored, farm candidates,
 farms with bans, bans by action, precision and recall of bans against ground truth, campaign
-recall) and its rendering as a short text and a markdown table. Called by the nightly flow's
-report task and by the CLI.
+recall) and its rendering as a short text and a markdown table; the text also names the
+optional input columns a table lacked, from the nightly summary's ``ingest`` counts. Called by
+the nightly flow's report task and by the CLI.
 """
 
 from __future__ import annotations
@@ -178,6 +179,13 @@ def render_text(summary: dict[str, Any]) -> str:
             lines.append(
                 f"allowlisted     : {published['allowlisted_would_ban']:,} would-be bans kept off"
             )
+    missing = [
+        f"{table}.{column}"
+        for table, counts in (summary.get("ingest") or {}).items()
+        for column in counts.get("missing_columns", [])
+    ]
+    if missing:
+        lines.append(f"missing columns : {', '.join(missing)} (optional; read as null)")
     truth = summary.get("ground_truth")
     if truth:
         lines.append(
