@@ -1,7 +1,8 @@
 """Reference pages generated from the code: every setting and every contract column.
 
 In: the settings classes (:mod:`jobs.core.sections`: each field's default and docstring) and
-the data contracts (:mod:`jobs.core.contracts`). Out: the markdown of ``docs/configuration.md``
+the data contracts (:mod:`jobs.core.contracts`: columns, required or optional, and the accepted
+encodings of each type). Out: the markdown of ``docs/configuration.md``
 and ``docs/contracts.md``. ``python -m jobs.core.docs`` rewrites both pages;
 ``tests/test_docs.py`` fails when a page differs from what the code says. Called by that command
 and the test.
@@ -84,8 +85,8 @@ def _encodings_section() -> list[str]:
         "",
         "A table without a required column stops the run with an error naming the table and the",
         "column. An optional column may be absent: ingest fills it with null and names it under",
-        "`missing_columns` in the run's ingest counts (`ingest_counts.json`, the run summary and",
-        "the printed report).",
+        "`missing_columns` in the run's `ingest_counts.json` and in the run report (`report.json`,",
+        "the printed summary, the Prefect artifact).",
     ]
     return lines
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.report.summary import community_quality, render_text
+from jobs.report.summary import community_quality, missing_columns, render_markdown, render_text
 
 
 def test_community_quality_counts_campaign_legit_and_lonely_accounts(spark):
@@ -35,6 +35,13 @@ def test_community_quality_counts_campaign_legit_and_lonely_accounts(spark):
 
 
 def test_printed_summary_names_the_optional_columns_a_table_lacked():
+    ingest = {
+        "signups": {"read": 10, "missing_columns": ["client_fingerprint", "country"]},
+        "payments": {"read": 4, "missing_columns": []},
+        "labels": {"read": 2},  # counts a run wrote before the field existed
+    }
+    missing = missing_columns(ingest)
+    assert missing == {"signups": ["client_fingerprint", "country"]}
     summary = {
         "accounts_scored": 10,
         "farm_candidates": 1,
@@ -42,15 +49,11 @@ def test_printed_summary_names_the_optional_columns_a_table_lacked():
         "banned": 3,
         "review": 0,
         "watch": 0,
-        "ingest": {
-            "signups": {"read": 10, "missing_columns": ["client_fingerprint", "country"]},
-            "payments": {"read": 4, "missing_columns": []},
-            "labels": {"read": 2},  # counts written before the field existed
-        },
+        "missing_columns": missing,
     }
-    lines = render_text(summary).splitlines()
-    assert lines[-1] == (
+    assert render_text(summary).splitlines()[-1] == (
         "missing columns : signups.client_fingerprint, signups.country (optional; read as null)"
     )
-    del summary["ingest"]["signups"]
+    assert "| missing_columns.signups | client_fingerprint, country |" in render_markdown(summary)
+    summary["missing_columns"] = missing_columns({"labels": {"read": 2}})
     assert not any(line.startswith("missing columns") for line in render_text(summary).splitlines())
