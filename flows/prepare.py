@@ -46,12 +46,15 @@ def ingest_task(settings: Settings, day: str) -> dict[str, Any]:
     log = get_run_logger()
     for name, c in counts.items():
         log.info(
-            "%s: read %d, accepted %d, quarantined %d, outside window %d",
+            "%s: read %d, accepted %d, quarantined %d, outside window %d%s",
             name,
             c["read"],
             c["accepted"],
             c["quarantined"],
             c["out_of_window"],
+            f"; optional columns missing (null): {c['missing_columns']}"
+            if c.get("missing_columns")
+            else "",
         )
     return counts
 

@@ -1,9 +1,12 @@
 """Data contracts of the five input tables (and the synthetic ground truth).
 
 In: nothing. Out: one :class:`TableContract` per table: columns with Spark types, meaning and an
-example, the key columns that must not be null, the event-time column used for the look-back
-window and impossible-timestamp checks, the natural key used to find duplicates, and allowed
-values. Read by the generator (to write), by ingest (to enforce) and by the README table.
+example, which columns are required (never null; a table without them is refused) and which are
+optional (filled with null when the table lacks them), the key columns that must not be null,
+the event-time column used for the look-back window and impossible-timestamp checks, the natural
+key used to find duplicates, and allowed values; and :data:`ACCEPTED_ENCODINGS`, how each
+contract type may be stored. Read by the generator (to write), by ingest (to enforce) and by the
+generated reference page (:mod:`jobs.core.docs`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,20 @@ class Column:
     meaning: str
     example: str
     nullable: bool = True
+
+    @property
+    def required(self) -> bool:
+        """A required column must be in the table; an optional one may be absent (all null)."""
+        return not self.nullable
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How values of one contract type may be stored in an input table."""
+
+    contract_type: str
+    accepted: str
+    refused: str
 
 
 @dataclass(frozen=True)
@@ -47,6 +64,60 @@ class TableContract:
     def column_names(self) -> list[str]:
         """Column names in contract order."""
         return [c.name for c in self.columns]
+
+    @property
+    def required_columns(self) -> list[str]:
+        """Columns the table must have."""
+        return [c.name for c in self.columns if c.required]
+
+    @property
+    def optional_columns(self) -> list[str]:
+        """Columns the table may lack (ingest fills them with null and names them)."""
+        return [c.name for c in self.columns if not c.required]
+
+
+ACCEPTED_ENCODINGS: tuple[Encoding, ...] = (
+    Encoding(
+        "timestamp",
+        "Parquet timestamps in milliseconds, microseconds or nanoseconds (as "
+        "`pandas.DataFrame.to_parquet` writes by default; kept to the microsecond), with or "
+        "without a time zone, and INT96; dates (midnight); ISO-8601 strings "
+        "(`2026-06-01T10:00:00Z`, `2026-06-01 10:00:00.25+02:00`, `2026-06-01`). A time "
+        "without a zone is UTC.",
+        "numbers (seconds, milliseconds or nanoseconds since 1970 cannot be told apart) and "
+        "strings that are not ISO-8601",
+    ),
+    Encoding(
+        "date",
+        "Parquet dates; timestamps and ISO-8601 timestamp strings (their UTC day); ISO-8601 "
+        "date strings (`2026-06-01`).",
+        "numbers and strings that are not ISO-8601",
+    ),
+    Encoding(
+        "int",
+        "integers of any width, signed or unsigned (int8 to int64, uint8 to uint64); floats "
+        "and decimals holding a whole number (`7.0`: pandas writes an integer column with gaps "
+        "as float64); strings of digits.",
+        "fractions (`7.5`), NaN and infinities, values out of the type's range, booleans, "
+        "other strings",
+    ),
+    Encoding(
+        "bigint",
+        "as `int`, up to 64 bits.",
+        "as `int`",
+    ),
+    Encoding(
+        "double",
+        "any integer, float or decimal; strings holding a number.",
+        "booleans and other strings (`bad_type`); NaN and infinities (`bad_value`)",
+    ),
+    Encoding(
+        "string",
+        "strings (any length, any characters); numbers, booleans, dates and timestamps as "
+        "their text; binary as UTF-8.",
+        "arrays, maps and structs",
+    ),
+)
 
 
 SIGNUPS = TableContract(

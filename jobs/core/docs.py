@@ -1,7 +1,8 @@
 """Reference pages generated from the code: every setting and every contract column.
 
 In: the settings classes (:mod:`jobs.core.sections`: each field's default and docstring) and
-the data contracts (:mod:`jobs.core.contracts`). Out: the markdown of ``docs/configuration.md``
+the data contracts (:mod:`jobs.core.contracts`: columns, required or optional, and the accepted
+encodings of each type). Out: the markdown of ``docs/configuration.md``
 and ``docs/contracts.md``. ``python -m jobs.core.docs`` rewrites both pages;
 ``tests/test_docs.py`` fails when a page differs from what the code says. Called by that command
 and the test.
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.core.config import Settings
-from jobs.core.contracts import CONTRACTS
+from jobs.core.contracts import ACCEPTED_ENCODINGS, CONTRACTS
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = {
@@ -63,6 +64,29 @@ def render_configuration() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _encodings_section() -> list[str]:
+    lines = [
+        "",
+        "## Accepted encodings",
+        "",
+        "Tables are read as their writers wrote them (Spark, pandas, pyarrow, delta-rs...). A",
+        "stored value that is no value of its column's type is quarantined as `bad_type:<col>`.",
+        "",
+        "| type | accepted | quarantined |",
+        "|---|---|---|",
+    ]
+    for encoding in ACCEPTED_ENCODINGS:
+        lines.append(f"| {encoding.contract_type} | {encoding.accepted} | {encoding.refused} |")
+    lines += [
+        "",
+        "A table without a required column stops the run with an error naming the table and the",
+        "column. An optional column may be absent: ingest fills it with null and names it under",
+        "`missing_columns` in the run's `ingest_counts.json` and in the run report (`report.json`,",
+        "the printed summary, the Prefect artifact).",
+    ]
+    return lines
+
+
 def render_contracts() -> str:
     """``docs/contracts.md``: every input table's columns, types, keys and rules."""
     lines = [
@@ -74,6 +98,10 @@ def render_contracts() -> str:
         "per table (`var/lake/<table>/`). Extra columns are ignored; contract columns are cast to",
         "the types below, and rows that cannot be are quarantined with a reason",
         "(`null_key:<col>`, `bad_type:<col>`, `bad_value:<col>`, `impossible_ts`, `duplicate`).",
+        "`bad_value` also covers NaN and infinite numbers.",
+        *_encodings_section(),
+        "",
+        "## Tables",
     ]
     for contract in CONTRACTS.values():
         keys = ", ".join(f"`{k}`" for k in contract.key_columns)
@@ -85,13 +113,14 @@ def render_contracts() -> str:
             f"{contract.description} Key columns (never null): {keys}. Duplicates are judged on "
             f"({natural}).",
             "",
-            "| column | type | meaning | example |",
-            "|---|---|---|---|",
+            "| column | type | required | meaning | example |",
+            "|---|---|---|---|---|",
         ]
         for column in contract.columns:
+            required = "yes" if column.required else "no"
             lines.append(
-                f"| `{column.name}` | {column.dtype.simpleString()} | {column.meaning} | "
-                f"`{column.example}` |"
+                f"| `{column.name}` | {column.dtype.simpleString()} | {required} | "
+                f"{column.meaning} | `{column.example}` |"
             )
         for name, values in contract.allowed_values.items():
             lines.append(f"\nAllowed `{name}`: {', '.join(f'`{v}`' for v in values)}.")

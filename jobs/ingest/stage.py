@@ -3,14 +3,14 @@
 In: a :class:`jobs.core.stage.StageContext` (the lake location and format, the ``ingest``
 settings, the run date). Out, under the run's layout: ``accepted/<table>``,
 ``quarantine/<table>`` (the raw row as JSON and its ``reason``) and ``ingest_counts.json``;
-the summary is the counts per table, each reconciling (read = accepted + quarantined). Called by
-the nightly and training flows' ingest task and the tests.
+the summary is the counts per table, each reconciling (read = accepted + quarantined) and
+naming the optional columns the table lacked (``missing_columns``, filled with null), which the
+run report prints. Called by the nightly and training flows' ingest task and the tests.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from jobs.core.contracts import INPUT_TABLES
 from jobs.core.layout import RunLayout
 from jobs.core.stage import StageContext
+from jobs.ingest.encodings import missing_optional_columns
 from jobs.ingest.validate import (
     InputTableError,
     RunWindow,
@@ -66,7 +67,14 @@ def run(ctx: StageContext, now: datetime | None = None) -> dict[str, Any]:
         n_quarantined = spark.read.parquet(str(quarantine_path)).count()
         n_outside = outside.count()
         n_read = raw.count() - n_outside
-        table_counts = TableCounts(contract.name, n_read, n_accepted, n_quarantined, n_outside)
+        table_counts = TableCounts(
+            contract.name,
+            n_read,
+            n_accepted,
+            n_quarantined,
+            n_outside,
+            tuple(missing_optional_columns(raw, contract)),
+        )
         if not table_counts.reconciles:
             raise RuntimeError(f"row counts of {contract.name!r} do not reconcile: {table_counts}")
         counts[contract.name] = table_counts
@@ -75,13 +83,13 @@ def run(ctx: StageContext, now: datetime | None = None) -> dict[str, Any]:
         json.dumps(
             {
                 "window": [window.start.isoformat(), window.end.isoformat()],
-                "tables": {k: asdict(v) for k, v in counts.items()},
+                "tables": {k: v.as_dict() for k, v in counts.items()},
                 "rows_in_lake": total_raw,
             },
             indent=2,
         )
     )
-    return {name: asdict(c) for name, c in counts.items()}
+    return {name: c.as_dict() for name, c in counts.items()}
 
 
 def load_accepted(spark: SparkSession, layout: RunLayout) -> dict[str, DataFrame]:

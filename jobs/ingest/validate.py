@@ -3,28 +3,35 @@
 In: the raw tables of :mod:`jobs.core.contracts` under the lake (Parquet folders or Delta tables,
 ``lake.format``), a run date and a look-back window. Out, per table: accepted rows (typed to the
 contract), quarantined rows (the raw row as JSON plus a ``reason``), and counts where
-``read = accepted + quarantined``. Called by the ingest stage (:mod:`jobs.ingest.stage`);
-:func:`validate_table` is the pure transform the tests use.
+``read = accepted + quarantined``, naming the optional columns the table lacked. Called by the
+ingest stage (:mod:`jobs.ingest.stage`); :func:`validate_table` is the pure transform the tests
+use.
 
 A row is *read* when its event time falls in the window ``[run_date - lookback, run_date]`` or
 cannot be used at all (null, unparseable or impossible); rows cleanly outside the window are not
-part of this run and are counted separately as ``out_of_window``. Reasons: ``null_key:<col>``,
-``bad_type:<col>``, ``bad_value:<col>``, ``impossible_ts``, ``duplicate``.
+part of this run and are counted separately as ``out_of_window``. Which stored forms a column
+may take is :mod:`jobs.ingest.encodings`. Reasons: ``null_key:<col>``, ``bad_type:<col>`` (the
+stored value is no value of the contract type), ``bad_value:<col>`` (a value the contract
+excludes: not allowed, negative, NaN or infinite), ``impossible_ts``, ``duplicate``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
+from functools import reduce
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from jobs.core.contracts import TableContract
 from jobs.core.lake import ObjectPath
 from jobs.core.tables import TableFormat, UnsupportedTableError
 from jobs.core.tables import read_table as read_stored_table
+from jobs.ingest.encodings import conform, is_finite, typed_value
 
 REASON = "reason"
 
@@ -42,11 +49,16 @@ class TableCounts:
     accepted: int
     quarantined: int
     out_of_window: int
+    missing_columns: tuple[str, ...] = ()
 
     @property
     def reconciles(self) -> bool:
         """True when every read row is either accepted or quarantined."""
         return self.read == self.accepted + self.quarantined
+
+    def as_dict(self) -> dict[str, Any]:
+        """The counts as JSON types (what the summary, the report and a resumed run carry)."""
+        return {**asdict(self), "missing_columns": list(self.missing_columns)}
 
 
 @dataclass(frozen=True)
@@ -78,27 +90,48 @@ class RunWindow:
         )
 
 
-def _reason_checks(contract: TableContract, raw: DataFrame, window: RunWindow) -> list[Column]:
+def _typed_columns(contract: TableContract, raw: DataFrame) -> dict[str, Column]:
+    """Every contract column of ``raw`` as its contract type (null where unusable)."""
+    return {
+        c.name: typed_value(c.name, raw.schema[c.name].dataType, c.dtype) for c in contract.columns
+    }
+
+
+def _bad_value(contract: TableContract, name: str, typed: Column) -> Column | None:
+    """True where a well-typed value is one the contract excludes; None when none can be."""
+    conditions = []
+    if name in contract.allowed_values:
+        conditions.append(~typed.isin(list(contract.allowed_values[name])))
+    if name in contract.non_negative:
+        conditions.append(typed < 0)
+    if isinstance(contract.schema[name].dataType, T.DoubleType):
+        conditions.append(~is_finite(typed))
+    if not conditions:
+        return None
+    return typed.isNotNull() & reduce(lambda a, b: a | b, conditions)
+
+
+def _reason_checks(
+    contract: TableContract, raw: DataFrame, typed: dict[str, Column], window: RunWindow
+) -> list[Column]:
     """One nullable reason string per check; null means the check passed."""
     checks: list[Column] = []
     for column in contract.columns:
         source = F.col(column.name)
-        typed = source.try_cast(column.dtype)
         if raw.schema[column.name].dataType != column.dtype:
             checks.append(
-                F.when(source.isNotNull() & typed.isNull(), F.lit(f"bad_type:{column.name}"))
+                F.when(
+                    source.isNotNull() & typed[column.name].isNull(),
+                    F.lit(f"bad_type:{column.name}"),
+                )
             )
         if column.name in contract.key_columns:
             checks.append(F.when(source.isNull(), F.lit(f"null_key:{column.name}")))
-        if column.name in contract.allowed_values:
-            allowed = list(contract.allowed_values[column.name])
-            checks.append(
-                F.when(typed.isNotNull() & ~typed.isin(allowed), F.lit(f"bad_value:{column.name}"))
-            )
-        if column.name in contract.non_negative:
-            checks.append(F.when(typed < 0, F.lit(f"bad_value:{column.name}")))
+        excluded = _bad_value(contract, column.name, typed[column.name])
+        if excluded is not None:
+            checks.append(F.when(excluded, F.lit(f"bad_value:{column.name}")))
     if contract.time_column:
-        ts = F.col(contract.time_column).try_cast("timestamp")
+        ts = typed[contract.time_column].cast("timestamp")
         checks.append(
             F.when(
                 (ts < F.lit(window.earliest_valid)) | (ts > F.lit(window.latest_valid)),
@@ -114,7 +147,8 @@ def validate_table(
     """Split one raw table into accepted and quarantined rows.
 
     Args:
-        raw: the table as read (any column types; extra columns are ignored).
+        raw: the table as read (any column types; extra columns are ignored; optional contract
+            columns may be absent and are then all null).
         contract: the contract to enforce.
         window: the run's time window and timestamp sanity bounds.
 
@@ -124,17 +158,15 @@ def validate_table(
         outside the window (only ``account_id``, for counting).
 
     Raises:
-        ValueError: a contract column is missing (the message names the table and column).
+        ValueError: a required column is missing (the message names the table and column).
     """
-    missing = [c for c in contract.column_names if c not in raw.columns]
-    if missing:
-        raise ValueError(f"table {contract.name!r} is missing contract column(s) {missing}")
-    raw = raw.select(*contract.column_names)
-    checks = _reason_checks(contract, raw, window)
+    raw = conform(raw, contract)
+    typed = _typed_columns(contract, raw)
+    checks = _reason_checks(contract, raw, typed, window)
     reasons = F.concat_ws(";", F.filter(F.array(*checks), lambda r: r.isNotNull()))
     checked = raw.withColumn(REASON, F.when(reasons != "", reasons))
     if contract.time_column:
-        ts = F.col(contract.time_column).try_cast("timestamp")
+        ts = typed[contract.time_column].cast("timestamp")
         usable = F.col(REASON).isNull()
         outside = usable & (
             (ts >= F.lit(window.end))
@@ -145,9 +177,10 @@ def validate_table(
     else:
         out_of_window = checked.limit(0).select("account_id")
     raw_json = F.to_json(F.struct(*[F.col(c) for c in contract.column_names]))
-    # the copy kept is the one whose JSON sorts first; the JSON is built only for keys with
-    # copies, since sorting every row by a long string was most of ingest's cost
-    by_key = Window.partitionBy(*contract.natural_key)
+    # copies are judged on typed values (two spellings of one instant are one key); the copy
+    # kept is the one whose JSON sorts first, and the JSON is built only for keys with copies,
+    # since sorting every row by a long string was most of ingest's cost
+    by_key = Window.partitionBy(*[typed[name] for name in contract.natural_key])
     clean = checked.where(F.col(REASON).isNull()).withColumn(
         "_copies", F.count(F.lit(1)).over(by_key)
     )
@@ -157,7 +190,7 @@ def validate_table(
         ranked.where(F.col("_rank") > 1).drop("_rank").withColumn(REASON, F.lit("duplicate"))
     )
     accepted = ranked.where(F.col("_rank") == 1).select(
-        *[F.col(c.name).try_cast(c.dtype).alias(c.name) for c in contract.columns]
+        *[typed[c.name].alias(c.name) for c in contract.columns]
     )
     quarantined = (
         checked.where(F.col(REASON).isNotNull())

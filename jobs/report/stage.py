@@ -1,7 +1,7 @@
 """The report stage: what a run found, and on synthetic worlds how right it was.
 
 In: a :class:`jobs.core.stage.StageContext` (the run's ``banlist.parquet`` copy, the lake's
-``ground_truth`` when there is one, and in ``ctx.earlier`` the summaries of the score,
+``ground_truth`` when there is one, and in ``ctx.earlier`` the summaries of the ingest, score,
 communities and publish stages and the ledger's figures). Out: ``report.json`` under the run's
 layout and the summary itself (:func:`jobs.report.summary.build_summary` plus identity,
 publish outcome, stage seconds). Called by the nightly flow's report task and the tests.
@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from jobs.core.stage import StageContext
-from jobs.report.summary import build_summary
+from jobs.report.summary import build_summary, missing_columns
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -35,6 +35,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             ctx.settings.lake.lake_path,
         ),
         "published": earlier["publish"],
+        "missing_columns": missing_columns(earlier.get("ingest", {})),
         "components_backend": communities["components_backend"],
         "stage_seconds": earlier.get("ledger", {}).get("seconds", {}),
         "resumed_stages": earlier.get("ledger", {}).get("skipped", []),

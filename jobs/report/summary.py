@@ -3,8 +3,9 @@
 In: the published ban list (pandas), the run's ``scores`` count and, when the lake holds one,
 the synthetic ``ground_truth`` table. Out: a summary dict (accounts scored, farm candidates,
 farms with bans, bans by action, precision and recall of bans against ground truth, campaign
-recall) and its rendering as a short text and a markdown table. Called by the nightly flow's
-report task and by the CLI.
+recall) and its rendering as a short text and a markdown table, both naming the optional input
+columns a table lacked (from the ingest counts). Called by the nightly flow's report task and by
+the CLI.
 """
 
 from __future__ import annotations
@@ -162,6 +163,15 @@ def build_summary(
     return summary
 
 
+def missing_columns(ingest_counts: dict[str, Any]) -> dict[str, list[str]]:
+    """The optional columns each input table lacked (ingest filled them with null)."""
+    return {
+        table: list(counts["missing_columns"])
+        for table, counts in ingest_counts.items()
+        if counts.get("missing_columns")
+    }
+
+
 def render_text(summary: dict[str, Any]) -> str:
     """A few lines for the terminal."""
     lines = [
@@ -178,6 +188,13 @@ def render_text(summary: dict[str, Any]) -> str:
             lines.append(
                 f"allowlisted     : {published['allowlisted_would_ban']:,} would-be bans kept off"
             )
+    missing = [
+        f"{table}.{column}"
+        for table, columns in (summary.get("missing_columns") or {}).items()
+        for column in columns
+    ]
+    if missing:
+        lines.append(f"missing columns : {', '.join(missing)} (optional; read as null)")
     truth = summary.get("ground_truth")
     if truth:
         lines.append(
@@ -195,6 +212,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
     for key in ("status", "message", "store", "prefix"):
         if key in published:
             rows.append((f"ban_list.{key}", published[key]))
+    for table, columns in (summary.get("missing_columns") or {}).items():
+        rows.append((f"missing_columns.{table}", ", ".join(columns)))
     for key, value in (summary.get("ground_truth") or {}).items():
         rows.append((f"ground_truth.{key}", round(value, 4)))
     for key, value in (summary.get("stage_seconds") or {}).items():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import pandas as pd
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
@@ -13,7 +14,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from flows.ledger import input_digest
 from jobs.core.contracts import INPUT_TABLES
-from jobs.core.tables import UnsupportedTableError, delta_snapshot, write_table
+from jobs.core.tables import UnsupportedTableError, delta_snapshot, parquet_files, write_table
 from jobs.core.tables import read_table as read_stored_table
 from jobs.ingest.validate import InputTableError, read_table
 
@@ -97,3 +98,46 @@ def test_digest_follows_the_delta_version_not_stray_files(spark, tmp_path):
     )
     write_deltalake(str(lake / "payments"), extra, mode="append")
     assert input_digest(lake) != first
+
+
+def test_parquet_nanosecond_timestamps_are_read_as_timestamps(spark, tmp_path):
+    """pandas writes nanoseconds by default; Spark 4 alone refuses them (PARQUET_TYPE_ILLEGAL)."""
+    table = tmp_path / "payments"
+    table.mkdir()
+    pd.DataFrame(
+        {
+            "account_id": ["a1", "a2"],
+            "naive": pd.to_datetime(["2026-06-01 10:00:00.123456789", None]),
+            "utc": pd.to_datetime(
+                ["2026-06-01 10:00:00", "1969-12-31 23:59:59.9999999"], utc=True, format="ISO8601"
+            ),
+            "count": [1, 2],
+        }
+    ).to_parquet(table / "part-0.parquet")
+    (table / "_SUCCESS").write_bytes(b"")
+    assert parquet_files(table) == [str(table / "part-0.parquet")]
+    back, _ = read_stored_table(spark, table, "parquet")
+    expected = spark.createDataFrame(
+        [
+            ("a1", datetime(2026, 6, 1, 10, 0, 0, 123456), datetime(2026, 6, 1, 10), 1),
+            ("a2", None, datetime(1969, 12, 31, 23, 59, 59, 999999), 2),
+        ],
+        "account_id string, naive timestamp, utc timestamp, count long",
+    )
+    assertDataFrameEqual(back, expected)
+    assert back.schema == expected.schema
+
+
+def test_files_in_different_units_are_read_apart_and_put_together(spark, tmp_path):
+    table = tmp_path / "ip_events"
+    table.mkdir()
+    for unit, account in (("ns", "nanos"), ("us", "micros"), ("ms", "millis")):
+        frame = pd.DataFrame(
+            {"account_id": [account], "event_ts": pd.to_datetime(["2026-06-01 10:00:00.5"])}
+        )
+        frame["event_ts"] = frame["event_ts"].astype(f"datetime64[{unit}]")
+        frame.to_parquet(table / f"part-{unit}.parquet")
+    back, _ = read_stored_table(spark, table, "parquet")
+    moment = datetime(2026, 6, 1, 10, 0, 0, 500000)
+    rows = sorted((r["account_id"], r["event_ts"]) for r in back.collect())
+    assert rows == [("micros", moment), ("millis", moment), ("nanos", moment)]

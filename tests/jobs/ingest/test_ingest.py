@@ -153,9 +153,9 @@ def test_disallowed_values_and_window(spark):
     assert sorted(r["account_id"] for r in outside.collect()) == ["a4", "a5"]
 
 
-def test_missing_column_names_table_and_column(spark):
-    raw = spark.createDataFrame([("a1", D)], "account_id string, signup_ts timestamp")
-    with pytest.raises(ValueError, match=r"signups.*email"):
+def test_missing_required_column_names_table_and_column(spark):
+    raw = spark.createDataFrame([("a1", "x@y.z")], "account_id string, email string")
+    with pytest.raises(ValueError, match=r"'signups'.*required.*signup_ts"):
         validate_table(raw, SIGNUPS, WINDOW)
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.report.summary import community_quality
+from jobs.report.summary import community_quality, missing_columns, render_markdown, render_text
 
 
 def test_community_quality_counts_campaign_legit_and_lonely_accounts(spark):
@@ -32,3 +32,28 @@ def test_community_quality_counts_campaign_legit_and_lonely_accounts(spark):
     assert quality["groups"] == 4
     with pytest.raises(ValueError, match="is_campaign"):
         community_quality(communities, truth.drop("is_campaign"))
+
+
+def test_printed_summary_names_the_optional_columns_a_table_lacked():
+    ingest = {
+        "signups": {"read": 10, "missing_columns": ["client_fingerprint", "country"]},
+        "payments": {"read": 4, "missing_columns": []},
+        "labels": {"read": 2},  # counts a run wrote before the field existed
+    }
+    missing = missing_columns(ingest)
+    assert missing == {"signups": ["client_fingerprint", "country"]}
+    summary = {
+        "accounts_scored": 10,
+        "farm_candidates": 1,
+        "farms_with_bans": 1,
+        "banned": 3,
+        "review": 0,
+        "watch": 0,
+        "missing_columns": missing,
+    }
+    assert render_text(summary).splitlines()[-1] == (
+        "missing columns : signups.client_fingerprint, signups.country (optional; read as null)"
+    )
+    assert "| missing_columns.signups | client_fingerprint, country |" in render_markdown(summary)
+    summary["missing_columns"] = missing_columns({"labels": {"read": 2}})
+    assert not any(line.startswith("missing columns") for line in render_text(summary).splitlines())
