@@ -15,3 +15,17 @@ SCORE = "score"  # the combined model's score
 ACCOUNT_SCORE = "account_score"  # the account model's score: the account's own evidence
 ACTION = "action"  # ban | review | watch
 REASONS = "reasons"
+
+# Hard keys identify one thing an operator must pay for or control; they link accounts.
+LINK_ENTITY_TYPES = ("instrument", "device", "ip", "email")
+
+# Soft keys are cheap for a farm to share and common among strangers; they are features only.
+SOFT_ENTITY_TYPES = (
+    "bin_postcode",
+    "ip24_asn_day",
+    "email_shape",
+    "signup_minute_asn",
+    "prompt",
+    "client",
+    "behaviour",
+)

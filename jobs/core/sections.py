@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from jobs.core.columns import LINK_ENTITY_TYPES, SOFT_ENTITY_TYPES
 from jobs.core.lake import ObjectPath, lake_location
 
 
@@ -196,22 +197,7 @@ DEFAULT_MONOTONE: dict[str, Literal[-1, 0, 1]] = {
     "chargebacks": 1,
     "virtual_card_share": 1,
     "ips_per_active_day": 1,
-    **{
-        f"max_share_{t}": 1
-        for t in (
-            "instrument",
-            "device",
-            "ip",
-            "email",
-            "bin_postcode",
-            "ip24_asn_day",
-            "email_shape",
-            "signup_minute_asn",
-            "prompt",
-            "client",
-            "behaviour",
-        )
-    },
+    **{f"max_share_{t}": 1 for t in (*LINK_ENTITY_TYPES, *SOFT_ENTITY_TYPES)},
     "account_score": 1,
     "group_anomalous_families": 1,
     "group_anomaly": 1,

@@ -14,24 +14,9 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from jobs.core.columns import LINK_ENTITY_TYPES, SOFT_ENTITY_TYPES
 from jobs.core.config import GraphSettings
 from jobs.core.validation import require_columns
-
-# Hard keys identify one thing an operator must pay for or control; they link accounts.
-LINK_ENTITY_TYPES = ("instrument", "device", "ip", "email")
-
-
-# Soft keys are cheap for a farm to share and common among strangers; they are features only.
-SOFT_ENTITY_TYPES = (
-    "bin_postcode",
-    "ip24_asn_day",
-    "email_shape",
-    "signup_minute_asn",
-    "prompt",
-    "client",
-    "behaviour",
-)
-
 
 ENTITY_TYPES = LINK_ENTITY_TYPES + SOFT_ENTITY_TYPES
 
