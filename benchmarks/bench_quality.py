@@ -10,7 +10,8 @@ Two kinds of cell, each through the real training and nightly flows:
 Campaign worlds: ``distillation-campaign`` (ordinary cells), ``evasive-campaign`` (the campaign
 keeps no shared hard key: one card, device, client and email domain per account) and
 ``blended-campaign`` (evasive, and its schedule, volumes and prompts blended towards ordinary
-users). Per cell, against ground truth: the campaign's accounts banned and banned-or-in-review,
+users) and ``dual-stack-campaign`` (45% of sessions over IPv6, and the campaign run twice: over
+IPv4 proxies, and rotating through IPv6 /64s; its bar compares the twins). Per cell, against ground truth: the campaign's accounts banned and banned-or-in-review,
 the ban list's precision, false bans (and which legitimate segments they came from), legitimate
 accounts sent to review, every operator's banned share, the training's cross-validation figures
 and the largest single feature's share of gain. Bars (issue 16) are checked per cell; the
@@ -40,6 +41,14 @@ BARS = {
         "campaign_banned": 0.90,
         "campaign_banned_or_review": 0.98,
         "precision": 0.995,
+    },
+    # the campaign twice, once over IPv4 proxies and once rotating through IPv6 /64s: the
+    # ordinary bars, and the IPv6 twin caught as well as the IPv4 one (within 2 points)
+    "dual-stack-campaign": {
+        "campaign_banned": 0.90,
+        "campaign_banned_or_review": 0.98,
+        "precision": 0.995,
+        "ipv6_twin_vs_ipv4": -0.02,
     },
     "evasive-campaign": {"campaign_banned_or_review": 0.80},
     "blended-campaign": {},
@@ -115,8 +124,22 @@ def measure(home: Path, bucket: Path, summary: dict[str, Any]) -> dict[str, Any]
             op: float(banned[joined["operator"] == op].mean())
             for op in sorted(joined.loc[farm, "operator"].dropna().unique())
         },
+        "operators_banned_or_review": {
+            op: float((banned | review)[joined["operator"] == op].mean())
+            for op in sorted(joined.loc[farm, "operator"].dropna().unique())
+        },
         "stage_seconds": {k: round(v, 1) for k, v in summary.get("stage_seconds", {}).items()},
+        **_twins(joined, banned),
     }
+
+
+def _twins(joined: Any, banned: Any) -> dict[str, float]:
+    """The IPv6 campaign's banned share minus its IPv4 twin's (dual-stack worlds only)."""
+    ops = set(joined["operator"].dropna())
+    if not {"op_distill", "op_distill6"} <= ops:
+        return {}
+    share = {op: float(banned[joined["operator"] == op].mean()) for op in ops}
+    return {"ipv6_twin_vs_ipv4": share["op_distill6"] - share["op_distill"]}
 
 
 def check_bars(scenario: str, result: dict[str, Any]) -> list[str]:

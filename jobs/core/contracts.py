@@ -53,6 +53,7 @@ class TableContract:
     natural_key: tuple[str, ...]
     allowed_values: dict[str, tuple[str, ...]] = field(default_factory=dict)
     non_negative: tuple[str, ...] = ()
+    ip_columns: tuple[str, ...] = ()  # IPv4 or IPv6 text, normalised by ingest
     windowed: bool = True
 
     @property
@@ -138,7 +139,12 @@ SIGNUPS = TableContract(
             "Email address at signup (raw PII, never published)",
             "jane.doe84@gmail.com",
         ),
-        Column("signup_ip", T.StringType(), "IPv4 address at signup (raw PII)", "203.0.113.7"),
+        Column(
+            "signup_ip",
+            T.StringType(),
+            "IPv4 or IPv6 address at signup (raw PII, never published)",
+            "2001:db8:4a1::7",
+        ),
         Column("signup_asn", T.IntegerType(), "Autonomous system of the signup IP", "7922"),
         Column("device_fingerprint", T.StringType(), "Device fingerprint hash", "d9f2c1a07be34410"),
         Column(
@@ -152,6 +158,7 @@ SIGNUPS = TableContract(
     key_columns=("account_id", "signup_ts"),
     time_column="signup_ts",
     natural_key=("account_id",),
+    ip_columns=("signup_ip",),
     windowed=False,
 )
 
@@ -199,7 +206,11 @@ IP_EVENTS = TableContract(
         Column("account_id", T.StringType(), "Account", "a000123456", False),
         Column("event_ts", T.TimestampType(), "Event time (UTC)", "2026-05-01 14:02:11", False),
         Column(
-            "ip", T.StringType(), "IPv4 address (raw PII, never published)", "198.51.100.23", False
+            "ip",
+            T.StringType(),
+            "IPv4 or IPv6 address (raw PII, never published)",
+            "198.51.100.23",
+            False,
         ),
         Column("asn", T.IntegerType(), "Autonomous system number", "21928"),
         Column(
@@ -218,6 +229,7 @@ IP_EVENTS = TableContract(
         "event_type": ("login", "api_session", "payment"),
         "asn_type": ("residential", "mobile", "business", "education", "hosting", "vpn"),
     },
+    ip_columns=("ip",),
 )
 
 API_USAGE = TableContract(

@@ -87,6 +87,34 @@ def _encodings_section() -> list[str]:
     return lines
 
 
+def _addresses_section() -> list[str]:
+    columns = ", ".join(f"`{c.name}.{col}`" for c in CONTRACTS.values() for col in c.ip_columns)
+    return [
+        "",
+        "## IP addresses",
+        "",
+        f"IP columns ({columns}) take IPv4 and IPv6 addresses as text, and ingest stores each in",
+        "one spelling (`jobs/core/addresses.py`, held equal to Python's `ipaddress` by a property",
+        "test), so two spellings of one address are one entity and one duplicate key:",
+        "",
+        "- IPv4 in dotted decimal. Leading zeros (`010.0.0.1`: eight or ten?) are quarantined.",
+        "- IPv6 in RFC 5952 form: lower case, no leading zeros, the longest run of zero groups as",
+        "  `::` (`2001:0DB8:0:0:1:0:0:1` -> `2001:db8::1:0:0:1`). A dotted IPv4 tail is read",
+        "  (`64:ff9b::192.0.2.1`), brackets are dropped (`[2001:db8::1]`).",
+        "- An IPv4-mapped IPv6 address is the IPv4 address it carries (`::ffff:198.51.100.7` ->",
+        "  `198.51.100.7`): dual-stack servers log IPv4 clients that way.",
+        "- Anything else (zone ids `fe80::1%eth0`, ports, prefixes `/64`, `1::2::3`, `256.0.0.1`)",
+        "  is no address: `bad_value:<col>`.",
+        "",
+        "What an address says downstream (`docs/pipeline.md`): an IPv4 address is one subscriber;",
+        "an IPv6 address counts as its **/64** (privacy extensions change the low 64 bits by the",
+        "hour, and a farm rotating through a /64 picks new ones per request), for the `ip` link",
+        "key and the distinct-address features. The networks strangers share are keys with the",
+        "ASN and the day: the IPv4 **/24**, and the IPv6 **/64** and **/48**. No address, raw or",
+        "hashed with a public key, is published.",
+    ]
+
+
 def render_contracts() -> str:
     """``docs/contracts.md``: every input table's columns, types, keys and rules."""
     lines = [
@@ -98,8 +126,9 @@ def render_contracts() -> str:
         "per table (`var/lake/<table>/`). Extra columns are ignored; contract columns are cast to",
         "the types below, and rows that cannot be are quarantined with a reason",
         "(`null_key:<col>`, `bad_type:<col>`, `bad_value:<col>`, `impossible_ts`, `duplicate`).",
-        "`bad_value` also covers NaN and infinite numbers.",
+        "`bad_value` also covers NaN and infinite numbers and IP columns holding no address.",
         *_encodings_section(),
+        *_addresses_section(),
         "",
         "## Tables",
     ]

@@ -16,6 +16,7 @@ from datetime import datetime
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from jobs.core.addresses import subscriber_ip
 from jobs.core.moments import moment_mean, moment_std, moment_sums
 from jobs.core.validation import require_columns
 from jobs.graph.entities import ENTITY_TYPES
@@ -165,9 +166,9 @@ def _payment_figures(payments: DataFrame) -> DataFrame:
 
 
 def _network_figures(ip_events: DataFrame) -> DataFrame:
-    """Distinct IPs and ASNs, hosting/VPN and mobile shares per account."""
+    """Distinct IPs (an IPv6 /64 counts once) and ASNs, hosting/VPN and mobile shares."""
     return ip_events.groupBy("account_id").agg(
-        F.size(F.collect_set("ip")).cast("long").alias("n_ips"),
+        F.size(F.collect_set(subscriber_ip(F.col("ip")))).cast("long").alias("n_ips"),
         F.size(F.collect_set("asn")).cast("long").alias("n_asns"),
         F.avg(F.col("asn_type").isin("hosting", "vpn").cast("double")).alias("hosting_vpn_share"),
         F.avg((F.col("asn_type") == "mobile").cast("double")).alias("mobile_share"),

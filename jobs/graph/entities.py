@@ -14,6 +14,7 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from jobs.core.addresses import network_keys, subscriber_ip
 from jobs.core.columns import LINK_ENTITY_TYPES, SOFT_ENTITY_TYPES
 from jobs.core.config import GraphSettings
 from jobs.core.validation import require_columns
@@ -23,6 +24,9 @@ ENTITY_TYPES = LINK_ENTITY_TYPES + SOFT_ENTITY_TYPES
 
 # Independent kinds of evidence: entities of one kind come from the same observation (an IP
 # event gives both ``ip`` and ``ip24_asn_day``), so sharing two of them is one piece of evidence.
+# ``ip`` is an IPv4 address or an IPv6 /64 (one subscriber: :mod:`jobs.core.addresses`);
+# ``ip24_asn_day`` is a network strangers share, with its ASN and day: an IPv4 /24, or an IPv6
+# /64 and its /48. The name predates IPv6 and stays: it is part of every published network hash.
 EVIDENCE_KIND = {
     "ip": "network",
     "ip24_asn_day": "network",
@@ -73,11 +77,6 @@ def email_shape(email: Column) -> Column:
     return F.concat(shape, F.lit("@"), F.substring_index(email, "@", -1))
 
 
-def ip24(ip: Column) -> Column:
-    """The /24 network of a dotted IPv4 address."""
-    return F.substring_index(ip, ".", 3)
-
-
 def account_entities(
     signups: DataFrame,
     payments: DataFrame,
@@ -113,20 +112,17 @@ def account_entities(
     parts = [
         pairs(payments, "instrument", F.col("instrument_fingerprint")),
         pairs(signups, "device", F.col("device_fingerprint")),
-        pairs(signups, "ip", F.col("signup_ip")),
-        pairs(ip_events, "ip", F.col("ip")),
+        pairs(signups, "ip", subscriber_ip(F.col("signup_ip"))),
+        pairs(ip_events, "ip", subscriber_ip(F.col("ip"))),
         pairs(signups, "email", normalise_email(F.col("email"))),
         pairs(
             payments, "bin_postcode", F.concat_ws("|", F.col("card_bin"), F.col("billing_postcode"))
         ),
         pairs(
-            ip_events,
+            ip_events.select("*", F.explode(network_keys(F.col("ip"))).alias("network")),
             "ip24_asn_day",
             F.concat_ws(
-                "|",
-                ip24(F.col("ip")),
-                F.col("asn").cast("string"),
-                F.to_date("event_ts").cast("string"),
+                "|", "network", F.col("asn").cast("string"), F.to_date("event_ts").cast("string")
             ),
         ),
         pairs(signups, "email_shape", email_shape(F.col("email"))),

@@ -12,7 +12,8 @@ cannot be used at all (null, unparseable or impossible); rows cleanly outside th
 part of this run and are counted separately as ``out_of_window``. Which stored forms a column
 may take is :mod:`jobs.ingest.encodings`. Reasons: ``null_key:<col>``, ``bad_type:<col>`` (the
 stored value is no value of the contract type), ``bad_value:<col>`` (a value the contract
-excludes: not allowed, negative, NaN or infinite), ``impossible_ts``, ``duplicate``.
+excludes: not allowed, negative, NaN or infinite, or no IP address), ``impossible_ts``,
+``duplicate``. IP columns are accepted in one spelling (:mod:`jobs.core.addresses`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from jobs.core.addresses import normalise_ip
 from jobs.core.contracts import TableContract
 from jobs.core.lake import ObjectPath
 from jobs.core.tables import TableFormat, UnsupportedTableError
@@ -97,6 +99,11 @@ def _typed_columns(contract: TableContract, raw: DataFrame) -> dict[str, Column]
     }
 
 
+def _accepted_value(contract: TableContract, name: str, typed: Column) -> Column:
+    """A checked value as the accepted table stores it: IP addresses in their one spelling."""
+    return normalise_ip(typed) if name in contract.ip_columns else typed
+
+
 def _bad_value(contract: TableContract, name: str, typed: Column) -> Column | None:
     """True where a well-typed value is one the contract excludes; None when none can be."""
     conditions = []
@@ -106,6 +113,8 @@ def _bad_value(contract: TableContract, name: str, typed: Column) -> Column | No
         conditions.append(typed < 0)
     if isinstance(contract.schema[name].dataType, T.DoubleType):
         conditions.append(~is_finite(typed))
+    if name in contract.ip_columns:
+        conditions.append(normalise_ip(typed).isNull())
     if not conditions:
         return None
     return typed.isNotNull() & reduce(lambda a, b: a | b, conditions)
@@ -163,6 +172,7 @@ def validate_table(
     raw = conform(raw, contract)
     typed = _typed_columns(contract, raw)
     checks = _reason_checks(contract, raw, typed, window)
+    values = {c.name: _accepted_value(contract, c.name, typed[c.name]) for c in contract.columns}
     reasons = F.concat_ws(";", F.filter(F.array(*checks), lambda r: r.isNotNull()))
     checked = raw.withColumn(REASON, F.when(reasons != "", reasons))
     if contract.time_column:
@@ -177,10 +187,10 @@ def validate_table(
     else:
         out_of_window = checked.limit(0).select("account_id")
     raw_json = F.to_json(F.struct(*[F.col(c) for c in contract.column_names]))
-    # copies are judged on typed values (two spellings of one instant are one key); the copy
-    # kept is the one whose JSON sorts first, and the JSON is built only for keys with copies,
-    # since sorting every row by a long string was most of ingest's cost
-    by_key = Window.partitionBy(*[typed[name] for name in contract.natural_key])
+    # copies are judged on accepted values (two spellings of one instant or one address are one
+    # key); the copy kept is the one whose JSON sorts first, and the JSON is built only for keys
+    # with copies, since sorting every row by a long string was most of ingest's cost
+    by_key = Window.partitionBy(*[values[name] for name in contract.natural_key])
     clean = checked.where(F.col(REASON).isNull()).withColumn(
         "_copies", F.count(F.lit(1)).over(by_key)
     )
@@ -190,7 +200,7 @@ def validate_table(
         ranked.where(F.col("_rank") > 1).drop("_rank").withColumn(REASON, F.lit("duplicate"))
     )
     accepted = ranked.where(F.col("_rank") == 1).select(
-        *[typed[c.name].alias(c.name) for c in contract.columns]
+        *[values[c.name].alias(c.name) for c in contract.columns]
     )
     quarantined = (
         checked.where(F.col(REASON).isNotNull())

@@ -91,7 +91,7 @@ OWN_REASONS: dict[str, OwnReason] = {
     "max_share_ip": _shared("an IP address"),
     "max_share_email": _shared("an email address"),
     "max_share_bin_postcode": _shared("a card BIN and billing postcode"),
-    "max_share_ip24_asn_day": _shared("a /24 network on one day"),
+    "max_share_ip24_asn_day": _shared("a network (IPv4 /24, IPv6 /64 or /48) on one day"),
     "max_share_email_shape": _shared("an email name pattern and domain"),
     "max_share_signup_minute_asn": OwnReason(
         "signed up in the same minute and network as {v} other accounts", "{:,.0f}", "p99", _others

@@ -83,6 +83,14 @@ def ip_string(ip_int: Column) -> Column:
     return F.concat_ws(".", *octets)
 
 
+def ipv6_string(groups: Sequence[Column]) -> Column:
+    """IPv6 text of eight 16-bit group columns, every group in hex as many logs write it.
+
+    No leading zeros and no ``::``: ingest brings it to its RFC 5952 form.
+    """
+    return F.concat_ws(":", *[F.lower(F.hex(F.pmod(g, 1 << 16))) for g in groups])
+
+
 def pick(u: Column, values: Sequence[object], weights: Sequence[float] | None = None) -> Column:
     """Map a uniform draw to one of ``values`` (weighted, cumulative thresholds)."""
     if weights is None:  # uniform: index an array literal (keeps generated code small)

@@ -156,6 +156,7 @@ class WorldGenerator(IdentityTables, ActivityTables):
             for name, dtype in (
                 ("is_campaign", "boolean"),
                 ("sleeper_share", "double"),
+                ("ipv6_share", "double"),
                 ("operator", "string"),
             ):
                 accounts = accounts.withColumn(name, F.lit(None).cast(dtype))

@@ -22,6 +22,7 @@ from jobs.world.draws import (
     RESIDENTIAL_ASNS,
     VPN_ASN,
     ip_string,
+    ipv6_string,
     pick,
 )
 
@@ -86,7 +87,68 @@ class IdentityTables:
             ip = F.when(kind == name, k_ip).otherwise(ip)
             asn = F.when(kind == name, k_asn).otherwise(asn)
             asn_type = F.when(kind == name, F.lit(k_type)).otherwise(asn_type)
-        return ip_string(ip.cast("long")), asn.cast("int"), asn_type
+        ipv4 = ip_string(ip.cast("long"))
+        if not self._any_ipv6():
+            return ipv4, asn.cast("int"), asn_type
+        v6 = self._ipv6_address(kind, key, salt, proxy_household, host_i, carrier)
+        return self._address_text(ipv4, v6, key, salt), asn.cast("int"), asn_type
+
+    def _any_ipv6(self) -> bool:
+        pop = self.spec.population
+        ops = self.spec.operators
+        return pop.ipv6_share > 0 or pop.ipv4_mapped_share > 0 or any(o.ipv6_share for o in ops)
+
+    def _address_text(self, ipv4: Column, ipv6: Column, key: str, salt: str) -> Column:
+        """What a session's log line shows: IPv6 for a share, some IPv4 as IPv4-mapped IPv6."""
+        d, pop = self.draw, self.spec.population
+        share = F.when(F.col("segment") == "farm", F.coalesce(F.col("ipv6_share"), F.lit(0.0)))
+        share = share.otherwise(pop.ipv6_share)
+        mapped = d.u(f"v4m{salt}", "idx", key) < pop.ipv4_mapped_share
+        return (
+            F.when(d.u(f"v6{salt}", "idx", key) < share, ipv6)
+            .when(mapped, F.concat(F.lit("::ffff:"), ipv4))
+            .otherwise(ipv4)
+        )
+
+    def _ipv6_address(
+        self, kind: Column, key: str, salt: str, proxy_hh: Column, host_i: Column, carrier: Column
+    ) -> Column:
+        """The IPv6 address of a session on a network kind (see :mod:`jobs.world.spec`).
+
+        A household, office, university, VPN exit and rented server each hold a /64; mobile
+        sessions get a fresh /64 from a few carrier /48s shared by hundreds (IPv6 needs no
+        CGNAT). Privacy addresses and proxies pick new low 64 bits per session, so a farm on
+        residential proxies or its own servers rotates through each /64 it reaches.
+        """
+        d = self.draw
+
+        def g(name: str, *cols: Column | str) -> Column:
+            return d.hash(f"{name}{salt}", *cols)
+
+        zero = F.lit(0)
+        server = F.floor(d.u(f"hostk{salt}", "idx", key) * 3)
+        household, grp = F.col("household"), F.coalesce(F.col("grp"), zero)
+        prefixes = {  # the /64 of each kind, four groups
+            "home": [F.lit(0x2A02), d.hash("res6a", household), d.hash("res6b", household), zero],
+            "proxy": [F.lit(0x2A02), d.hash("res6a", proxy_hh), d.hash("res6b", proxy_hh), zero],
+            "mobile": [0x2600 + carrier, g("mob6", "idx", key) % self.mobile_pool]
+            + [g("mob6b", "idx", key), g("mob6c", "idx", key)],
+            "office": [F.lit(0x2620), grp, zero, zero],
+            "university": [F.lit(0x2607), grp, g("uni6", "idx", key) % 4, zero],
+            "vpn": [F.lit(0x2A0E), F.lit(0x97), g("vpn", "idx", key) % 2000, zero],
+            "hosting": [0x2A01 + host_i, d.hash("host6a", "idx", server)]
+            + [d.hash("host6b", "idx", server), zero],
+        }
+        prefix = F.lit(None).cast("string")
+        for name, groups in prefixes.items():
+            prefix = F.when(kind == name, ipv6_string(groups)).otherwise(prefix)
+        fresh = ipv6_string([g(f"iid{k}", "idx", key) for k in range(4)])  # per session
+        stable = ipv6_string([d.hash(f"iid{k}", "idx") for k in range(4)])  # per account
+        rotating = kind.isin("home", "proxy", "mobile") | (
+            (kind == "hosting") & (F.col("segment") == "farm")
+        )
+        interface = F.when(rotating, fresh).when(kind == "vpn", F.lit("0:0:0:1")).otherwise(stable)
+        return F.concat(prefix, F.lit(":"), interface)
 
     def _network_kind(self, u: Column) -> Column:
         seg = F.col("segment")

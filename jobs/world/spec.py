@@ -60,6 +60,9 @@ class OperatorSpec:
     schedule_blend: float = 0.0
     volume_blend: float = 0.0
     prompt_blend: float = 0.0
+    # Share of sessions over IPv6: its proxies and servers give it a /64 each, and it picks new
+    # low 64 bits for every session (the cheapest rotation there is).
+    ipv6_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,11 @@ class PopulationSpec:
     n_clients: int = 60
     label_share: float = 0.03  # verified customers labelled legitimate
     proxy_pool_per_million: int = 60_000  # residential IPs rented out as proxies
+    # Share of sessions over IPv6 (dual-stack users; mobile IPv6 needs no CGNAT), and of the
+    # IPv4 ones logged as IPv4-mapped IPv6 (``::ffff:198.51.100.7``). The IPv4-only scenarios
+    # keep 0, so their tables are the ones measured before IPv6 existed, byte for byte.
+    ipv6_share: float = 0.0
+    ipv4_mapped_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -241,8 +249,14 @@ BLENDED_CAMPAIGN = dataclasses.replace(
     active_day_share=0.5,
 )
 
+# The campaign run a second time over IPv6 by the same operator (the IPv4 one keeps its
+# residential IPv4 proxies): the same knobs, each session from a fresh address of a /64.
+IPV6_CAMPAIGN = dataclasses.replace(CAMPAIGN, operator="op_distill6", ipv6_share=1.0)
+DUAL_STACK_POPULATION = {"ipv6_share": 0.45, "ipv4_mapped_share": 0.05}
+
 SCENARIOS: dict[str, tuple[OperatorSpec, ...]] = {
     "distillation-campaign": _DISTILLATION_OPERATORS,
+    "dual-stack-campaign": (CAMPAIGN, IPV6_CAMPAIGN, *_DISTILLATION_OPERATORS[1:]),
     "evasive-campaign": (EVASIVE_CAMPAIGN, *_DISTILLATION_OPERATORS[1:]),
     "blended-campaign": (BLENDED_CAMPAIGN, *_DISTILLATION_OPERATORS[1:]),
     "mixed-operators": _MIXED_OPERATORS,
@@ -266,7 +280,9 @@ def build_spec(
     """Build the spec for a named scenario, optionally overriding knobs.
 
     Args:
-        scenario: ``distillation-campaign``, ``mixed-operators`` or ``clean``.
+        scenario: a name of :data:`SCENARIOS` (``distillation-campaign``,
+            ``dual-stack-campaign``, ``evasive-campaign``, ``blended-campaign``,
+            ``mixed-operators``, ``clean``).
         accounts: total accounts in the world.
         seed: generator seed; same seed and spec give the same bytes.
         overrides: ``{"end_date": ..., "population": {...}, "operators": {"op_x": {...}}}``.
@@ -282,7 +298,8 @@ def build_spec(
     if accounts < 1_000:
         raise ValueError(f"a world needs at least 1,000 accounts, got {accounts}")
     overrides = dict(overrides or {})
-    population = _merge(PopulationSpec(), overrides.pop("population", {}))
+    base_population = DUAL_STACK_POPULATION if scenario == "dual-stack-campaign" else {}
+    population = _merge(PopulationSpec(), {**base_population, **overrides.pop("population", {})})
     op_overrides = overrides.pop("operators", {})
     operators = []
     for op in SCENARIOS[scenario]:

@@ -142,3 +142,34 @@ def test_behaviour_buckets_group_synchronised_accounts_only(spark):
     assert {r["account_id"] for r in left.collect()} == {"o1"}
     with pytest.raises(ValueError, match="ip_events is missing column 'asn'"):
         behaviour_entities(ip_events.drop("asn"), usage, settings, "k")
+
+
+def _memberships(entities, entity_type):
+    grouped = (
+        entities.where(F.col("entity_type") == entity_type)
+        .groupBy("entity_id")
+        .agg(F.sort_array(F.collect_list("account_id")).alias("accounts"))
+    )
+    return sorted(tuple(r["accounts"]) for r in grouped.collect())
+
+
+def test_ipv6_addresses_link_by_their_64_and_share_networks_by_64_and_48(spark):
+    signups, payments, _, usage = tables(spark)
+    events = [  # accepted rows: ingest has normalised every address already
+        ("r1", "2001:db8:aa:1:8a2e:370:7334:1"),  # one /64, rotating low bits: one subscriber
+        ("r2", "2001:db8:aa:1:dead:beef:0:2"),
+        ("n1", "2001:db8:aa:2::9"),  # the next /64 of the same /48: a neighbour, no link
+        ("v4", "198.51.100.7"),
+        ("v4b", "198.51.100.8"),  # same /24, another address
+    ]
+    ip_events = spark.createDataFrame(
+        [(a, T0, ip, 7922, "residential", "login") for a, ip in events], IP_EVENTS.schema
+    )
+    entities = account_entities(signups, payments, ip_events, usage, "k")
+    ips = [m for m in _memberships(entities, "ip") if not m[0].startswith("a")]
+    assert ips == [("n1",), ("r1", "r2"), ("v4",), ("v4b",)]
+    networks = _memberships(entities, "ip24_asn_day")
+    assert ("n1", "r1", "r2") in networks  # the /48
+    assert ("r1", "r2") in networks  # the /64 (n1's own /64 is its alone)
+    assert ("v4", "v4b") in networks  # the /24
+    assert len(networks) == 4

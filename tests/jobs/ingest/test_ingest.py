@@ -9,7 +9,7 @@ from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
 from jobs.core.config import IngestSettings, LakeSettings, Settings
-from jobs.core.contracts import API_USAGE, INPUT_TABLES, PAYMENTS, SIGNUPS
+from jobs.core.contracts import API_USAGE, INPUT_TABLES, IP_EVENTS, PAYMENTS, SIGNUPS
 from jobs.core.layout import RunLayout
 from jobs.core.stage import StageContext
 from jobs.ingest import stage as ingest
@@ -199,3 +199,29 @@ def test_run_counts_reconcile_and_are_written(spark, tmp_path):
     assert all(c["read"] == c["accepted"] + c["quarantined"] for c in counts.values())
     assert spark.read.parquet(str(tmp_path / "run" / "quarantine" / "api_usage")).count() == 2
     assert (tmp_path / "run" / "ingest_counts.json").is_file()
+
+
+def test_ip_addresses_of_both_families_are_accepted_in_one_spelling(spark):
+    rows = [
+        ("a1", D, "198.51.100.7", 7922, "residential", "login"),
+        ("a1", D, "::FFFF:198.51.100.7", 7922, "residential", "login"),  # the same address
+        ("a2", D, "2001:0DB8:0000:0000:0001:0000:0000:0001", 7922, "residential", "login"),
+        ("a3", D, "[2001:db8::2]", 7922, "residential", "login"),
+        ("a4", D, "198.51.100.256", 7922, "residential", "login"),
+        ("a5", D, "2001:db8::1::2", 7922, "residential", "login"),
+        ("a6", D, "not an address", 7922, "residential", "login"),
+    ]
+    raw = spark.createDataFrame(rows, IP_EVENTS.schema)
+    accepted, quarantined, _ = validate_table(raw, IP_EVENTS, WINDOW)
+    assert sorted((r["account_id"], r["ip"]) for r in accepted.collect()) == [
+        ("a1", "198.51.100.7"),
+        ("a2", "2001:db8::1:0:0:1"),
+        ("a3", "2001:db8::2"),
+    ]
+    assert sorted(r["reason"] for r in quarantined.collect()) == [
+        "bad_value:ip",
+        "bad_value:ip",
+        "bad_value:ip",
+        "duplicate",
+    ]
+    assert accepted.count() + quarantined.count() == raw.count()
