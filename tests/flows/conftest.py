@@ -1,6 +1,7 @@
 """One small published world shared by the end-to-end tests that compare ban lists.
 
-``small_world`` generates a 3,000-account world once per test session, as Parquet folders
+``small_world`` generates a 3,000-account ``dual-stack-campaign`` world (IPv4 and IPv6 traffic,
+the campaign once over each family) once per test session, as Parquet folders
 (``<home>/lake``) and, from the same spec, as Delta tables (``<home>/lake-delta``), trains a
 model and runs the nightly flow on the Parquet lake in local mode. Tests that run the same
 nightly job elsewhere (a standalone cluster, Spark Connect, an ``s3a://`` lake, a Delta lake)
@@ -41,7 +42,7 @@ class PublishedWorld:
 @pytest.fixture(scope="session")
 def small_world(spark, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PublishedWorld]:
     home = tmp_path_factory.mktemp("small-world") / "farmwatch"
-    spec = build_spec("distillation-campaign", 3_000, seed=3)
+    spec = build_spec("dual-stack-campaign", 3_000, seed=3)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FARMWATCH_LAKE__HOME", str(home))
         patch.delenv("FARMWATCH_CONFIG", raising=False)

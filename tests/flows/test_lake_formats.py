@@ -1,12 +1,14 @@
-"""The nightly run on a Delta lake and on an ``s3a://`` lake publishes the folder run's list.
+"""The nightly run on a Delta, an ``s3a://`` and a pandas-written lake publishes the same list.
 
 The shared small world (``tests/flows/conftest.py``) is generated from one spec as Parquet
 folders and as Delta tables; its nightly run on the Parquet lake, in local mode, is the
 reference. Here the nightly run reads the Delta lake (in this process, ``lake.format =
 "delta"``), and a separate ``farmwatch nightly`` process with ``spark.packages = ["s3a"]`` reads
 the Parquet lake copied to an S3-protocol server (moto) and writes every run intermediate there.
-Both must publish the same run id and byte-identical ban lists. A re-run of the Delta lake at
-the same versions resumes every stage; after a new commit nothing resumes and ingest reads it.
+A third run reads the tables rewritten by plain ``pandas.DataFrame.to_parquet`` (nanosecond
+timestamps). All must publish the same run id and byte-identical ban lists. A re-run of the
+Delta lake at the same versions resumes every stage; after a new commit nothing resumes and
+ingest reads it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from datetime import date
 from pathlib import Path
 
 import boto3
+import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -113,3 +116,33 @@ def test_s3a_lake_publishes_the_same_list(small_world, s3_server):
     expected = {f"accepted/{t}" for t in tables} | {f"quarantine/{t}" for t in tables}
     expected |= {"graph/communities", "graph/account_links", "features", "scores"}
     assert expected <= written, sorted(expected - written)
+
+
+def _rewrite_with_pandas(source: Path, target: Path) -> None:
+    """Every input table as a team preparing data in Python writes it: plain ``to_parquet``."""
+    for contract in INPUT_TABLES:
+        frame = pd.read_parquet(source / contract.name)
+        for column in frame.columns:
+            if str(frame[column].dtype).startswith("datetime64"):
+                frame[column] = frame[column].dt.as_unit("ns")  # pandas' own unit
+        (target / contract.name).mkdir(parents=True)
+        frame.to_parquet(target / contract.name / "part-0.parquet")
+
+
+def test_pandas_written_lake_publishes_the_same_list(spark, small_world, monkeypatch):
+    home, reference = small_world.home, small_world.summary
+    _rewrite_with_pandas(home / "lake", home / "lake-pandas")
+    stored = pq.read_schema(home / "lake-pandas" / "ip_events" / "part-0.parquet")
+    assert str(stored.field("event_ts").type) == "timestamp[ns]"  # what Spark 4 cannot read
+    monkeypatch.setenv("FARMWATCH_LAKE__HOME", str(home))
+    monkeypatch.delenv("FARMWATCH_CONFIG", raising=False)
+    monkeypatch.setenv("FARMWATCH_LAKE__LAKE", str(home / "lake-pandas"))
+    monkeypatch.setenv("FARMWATCH_LAKE__RUNS", str(home / "runs-pandas"))
+    monkeypatch.setenv("FARMWATCH_PUBLISH__TARGET", str(home / "bucket-pandas"))
+    with prefect_test_harness(server_startup_timeout=120):  # no _world.json: the date is given
+        summary = nightly_flow(run_date=reference["run_date"])
+    assert summary["ingest"] == reference["ingest"]
+    assert small_world.published(home / "bucket-pandas") == (
+        small_world.run_id,
+        small_world.banlist,
+    )
