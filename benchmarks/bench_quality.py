@@ -8,16 +8,17 @@ Two kinds of cell, each through the real training and nightly flows:
   run the nightly flow on the campaign world, none of whose operators the model has seen.
 
 Campaign worlds: ``distillation-campaign`` (ordinary cells), ``evasive-campaign`` (the campaign
-keeps no shared hard key: one card, device, client and email domain per account) and
+keeps no shared hard key: one card, device, client and email domain per account),
 ``blended-campaign`` (evasive, and its schedule, volumes and prompts blended towards ordinary
 users) and ``dual-stack-campaign`` (45% of sessions over IPv6, and the campaign run twice: over
-IPv4 proxies, and rotating through IPv6 /64s; its bar compares the twins). Per cell, against ground truth: the campaign's accounts banned and banned-or-in-review,
-the ban list's precision, false bans (and which legitimate segments they came from), legitimate
-accounts sent to review, every operator's banned share, the training's cross-validation figures
-and the largest single feature's share of gain. Bars (issue 16) are checked per cell; the
-summary says which cells fail. Writes one JSON per cell under ``--out``, and
-``quality-<size>.json`` with ``quality-<size>.png`` (recall and false bans per cell), rebuilt
-from every cell of that size under ``--out`` (so several invocations add up).
+IPv4 proxies, and rotating through IPv6 /64s; its bar compares the twins). Per cell, against
+ground truth: the campaign's accounts banned and banned-or-in-review, the ban list's precision,
+false bans (and which legitimate segments they came from), legitimate accounts sent to review,
+every operator's banned share, the training's cross-validation figures and the largest single
+feature's share of gain. Bars (issue 16) are checked per cell; the summary says which cells
+fail. Writes one JSON per cell under ``--out``, and ``quality-<size>.json`` with
+``quality-<size>.png`` (recall and false bans per cell), rebuilt from every cell of that size
+under ``--out`` (so several invocations add up).
 
     .venv/bin/python benchmarks/bench_quality.py --size 20000 --seeds 1-8
     .venv/bin/python benchmarks/bench_quality.py --size 200000 --seeds 1-3
