@@ -99,13 +99,32 @@ def _typed_columns(contract: TableContract, raw: DataFrame) -> dict[str, Column]
     }
 
 
-def _accepted_value(contract: TableContract, name: str, typed: Column) -> Column:
-    """A checked value as the accepted table stores it: IP addresses in their one spelling."""
-    return normalise_ip(typed) if name in contract.ip_columns else typed
+def _spelling(name: str) -> str:
+    """The column holding IP column ``name`` in its one spelling (null for no address)."""
+    return f"_spelled_{name}"
 
 
-def _bad_value(contract: TableContract, name: str, typed: Column) -> Column | None:
-    """True where a well-typed value is one the contract excludes; None when none can be."""
+def _with_ip_spellings(
+    contract: TableContract, raw: DataFrame, typed: dict[str, Column]
+) -> tuple[DataFrame, dict[str, Column]]:
+    """``raw`` with each IP column parsed once, and every column's accepted value.
+
+    The accepted value is the typed value, but an IP address in its one spelling; the check
+    that quarantines what is no address reads the same parsed column.
+    """
+    raw = raw.withColumns({_spelling(n): normalise_ip(typed[n]) for n in contract.ip_columns})
+    values = {
+        c.name: F.col(_spelling(c.name)) if c.name in contract.ip_columns else typed[c.name]
+        for c in contract.columns
+    }
+    return raw, values
+
+
+def _bad_value(contract: TableContract, name: str, typed: Column, value: Column) -> Column | None:
+    """True where a well-typed value is one the contract excludes; None when none can be.
+
+    ``value`` is the accepted value (for an IP column, null when the text is no address).
+    """
     conditions = []
     if name in contract.allowed_values:
         conditions.append(~typed.isin(list(contract.allowed_values[name])))
@@ -114,14 +133,18 @@ def _bad_value(contract: TableContract, name: str, typed: Column) -> Column | No
     if isinstance(contract.schema[name].dataType, T.DoubleType):
         conditions.append(~is_finite(typed))
     if name in contract.ip_columns:
-        conditions.append(normalise_ip(typed).isNull())
+        conditions.append(value.isNull())
     if not conditions:
         return None
     return typed.isNotNull() & reduce(lambda a, b: a | b, conditions)
 
 
 def _reason_checks(
-    contract: TableContract, raw: DataFrame, typed: dict[str, Column], window: RunWindow
+    contract: TableContract,
+    raw: DataFrame,
+    typed: dict[str, Column],
+    values: dict[str, Column],
+    window: RunWindow,
 ) -> list[Column]:
     """One nullable reason string per check; null means the check passed."""
     checks: list[Column] = []
@@ -136,7 +159,7 @@ def _reason_checks(
             )
         if column.name in contract.key_columns:
             checks.append(F.when(source.isNull(), F.lit(f"null_key:{column.name}")))
-        excluded = _bad_value(contract, column.name, typed[column.name])
+        excluded = _bad_value(contract, column.name, typed[column.name], values[column.name])
         if excluded is not None:
             checks.append(F.when(excluded, F.lit(f"bad_value:{column.name}")))
     if contract.time_column:
@@ -171,8 +194,8 @@ def validate_table(
     """
     raw = conform(raw, contract)
     typed = _typed_columns(contract, raw)
-    checks = _reason_checks(contract, raw, typed, window)
-    values = {c.name: _accepted_value(contract, c.name, typed[c.name]) for c in contract.columns}
+    raw, values = _with_ip_spellings(contract, raw, typed)
+    checks = _reason_checks(contract, raw, typed, values, window)
     reasons = F.concat_ws(";", F.filter(F.array(*checks), lambda r: r.isNotNull()))
     checked = raw.withColumn(REASON, F.when(reasons != "", reasons))
     if contract.time_column:
