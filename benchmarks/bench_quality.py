@@ -37,20 +37,12 @@ from pathlib import Path
 from typing import Any
 
 CONFOUNDERS = ("family", "office", "university", "cgnat", "vpn", "power_user", "spike")
+ORDINARY_BARS = {"campaign_banned": 0.90, "campaign_banned_or_review": 0.98, "precision": 0.995}
 BARS = {
-    "distillation-campaign": {
-        "campaign_banned": 0.90,
-        "campaign_banned_or_review": 0.98,
-        "precision": 0.995,
-    },
+    "distillation-campaign": ORDINARY_BARS,
     # the campaign twice, once over IPv4 proxies and once rotating through IPv6 /64s: the
     # ordinary bars, and the IPv6 twin caught as well as the IPv4 one (within 2 points)
-    "dual-stack-campaign": {
-        "campaign_banned": 0.90,
-        "campaign_banned_or_review": 0.98,
-        "precision": 0.995,
-        "ipv6_twin_vs_ipv4": -0.02,
-    },
+    "dual-stack-campaign": {**ORDINARY_BARS, "ipv6_twin_vs_ipv4": -0.02},
     "evasive-campaign": {"campaign_banned_or_review": 0.80},
     "blended-campaign": {},
 }
@@ -106,6 +98,13 @@ def measure(home: Path, bucket: Path, summary: dict[str, Any]) -> dict[str, Any]
     farm, campaign = joined["is_farm"], joined["is_campaign"]
     legit = ~farm
     false = joined[banned & legit]
+    operators = sorted(joined.loc[farm, "operator"].dropna().unique())
+
+    def by_operator(mask: Any) -> dict[str, float]:
+        return {op: float(mask[joined["operator"] == op].mean()) for op in operators}
+
+    banned_share = by_operator(banned)
+
     return {
         "campaign_accounts": int(campaign.sum()),
         "campaign_banned": float(banned[campaign].mean()),
@@ -121,26 +120,18 @@ def measure(home: Path, bucket: Path, summary: dict[str, Any]) -> dict[str, Any]
         },
         "legit_in_review": int((review & legit).sum()),
         "legit_review_segments": joined[review & legit]["segment"].value_counts().to_dict(),
-        "operators_banned": {
-            op: float(banned[joined["operator"] == op].mean())
-            for op in sorted(joined.loc[farm, "operator"].dropna().unique())
-        },
-        "operators_banned_or_review": {
-            op: float((banned | review)[joined["operator"] == op].mean())
-            for op in sorted(joined.loc[farm, "operator"].dropna().unique())
-        },
+        "operators_banned": banned_share,
+        "operators_banned_or_review": by_operator(banned | review),
         "stage_seconds": {k: round(v, 1) for k, v in summary.get("stage_seconds", {}).items()},
-        **_twins(joined, banned),
+        **_twins(banned_share),
     }
 
 
-def _twins(joined: Any, banned: Any) -> dict[str, float]:
+def _twins(banned_share: dict[str, float]) -> dict[str, float]:
     """The IPv6 campaign's banned share minus its IPv4 twin's (dual-stack worlds only)."""
-    ops = set(joined["operator"].dropna())
-    if not {"op_distill", "op_distill6"} <= ops:
+    if not {"op_distill", "op_distill6"} <= set(banned_share):
         return {}
-    share = {op: float(banned[joined["operator"] == op].mean()) for op in ops}
-    return {"ipv6_twin_vs_ipv4": share["op_distill6"] - share["op_distill"]}
+    return {"ipv6_twin_vs_ipv4": banned_share["op_distill6"] - banned_share["op_distill"]}
 
 
 def check_bars(scenario: str, result: dict[str, Any]) -> list[str]:
