@@ -112,7 +112,8 @@ def _with_ip_spellings(
     The accepted value is the typed value, but an IP address in its one spelling; the check
     that quarantines what is no address reads the same parsed column.
     """
-    raw = raw.withColumns({_spelling(n): normalise_ip(typed[n]) for n in contract.ip_columns})
+    if contract.ip_columns:  # Spark Connect refuses an empty withColumns
+        raw = raw.withColumns({_spelling(n): normalise_ip(typed[n]) for n in contract.ip_columns})
     values = {
         c.name: F.col(_spelling(c.name)) if c.name in contract.ip_columns else typed[c.name]
         for c in contract.columns
