@@ -3,7 +3,8 @@
 Starts ``prefect server start`` on a free loopback port (SQLite), moto's S3 server, and
 ``farmwatch serve`` as a separate process pointed at both. Through the Prefect API it checks
 that the nightly and weekly deployments exist with their schedules and limits, triggers a
-nightly run on a small world and waits for it (state, artifact, ban list on S3), then kills the
+nightly run on the shared small world's lake with its champion (read only; this test has its
+own home, runs and bucket) and waits for it (state, artifact, ban list on S3), then kills the
 S3 server and triggers another date: the publish step retries, the run ends Failed with a
 readable reason, a webhook hears about it, and the list in force is untouched. Finally a
 backfill over both dates skips the published one and resumes the failed one after its last
@@ -32,12 +33,9 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.serve import NIGHTLY_DEPLOYMENT, RETRAIN_DEPLOYMENT, backfill_flow
-from flows.training import training_flow
 from jobs.banlists.runs import latest_pointer, list_runs
 from jobs.core.config import PublishSettings
 from jobs.core.store import S3Store
-from jobs.world.generate import generate
-from jobs.world.spec import build_spec
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,12 +76,12 @@ def _wait_for_deployments(names: list[str], timeout: float = 240) -> dict:
 
 
 def test_served_deployments_run_retry_and_fail_safely(
-    spark, farmwatch_home, prefect_server, s3_server, webhook, monkeypatch, tmp_path
+    small_world, farmwatch_home, prefect_server, s3_server, webhook, monkeypatch, tmp_path
 ):
-    spec = build_spec("distillation-campaign", 3_000, seed=5)
-    generate(spark, spec, farmwatch_home / "lake")
     boto3.client("s3", endpoint_url=s3_server.url).create_bucket(Bucket=BUCKET)
     env = {
+        "FARMWATCH_LAKE__LAKE": str(small_world.home / "lake"),
+        "FARMWATCH_MODEL__TRACKING_URI": f"sqlite:///{small_world.home / 'mlflow.db'}",
         "FARMWATCH_PUBLISH__TARGET": f"s3://{BUCKET}",
         "FARMWATCH_PUBLISH__ENDPOINT_URL": s3_server.url,
         "FARMWATCH_PUBLISH__ENTITY_HASH_KEY": secrets.token_hex(32),  # required for a bucket
@@ -96,12 +94,10 @@ def test_served_deployments_run_retry_and_fail_safely(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     store = S3Store(BUCKET, "", PublishSettings(endpoint_url=s3_server.url))
-    end = spec.end_date
+    end = small_world.summary["run_date"]
     day_before = (date.fromisoformat(end) - timedelta(days=1)).isoformat()
 
     with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
-        assert training_flow()["promoted"] is True  # a champion to score with
-
         log = (tmp_path / "serve.log").open("w")
         serve = subprocess.Popen(
             [sys.executable, "-m", "flows.cli", "serve"],
