@@ -27,7 +27,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.ledger import run_lock
-from flows.notify import notify
+from flows.notify import notify, notify_drift
 from flows.prepare import prepare_features, prepare_run, stage_context
 from flows.runtime import resolve_run_date, settings_for
 from jobs.banlists import stage as publishing
@@ -108,14 +108,7 @@ def report_task(
     alerts = drift_alerts(summary)
     if alerts:
         get_run_logger().warning("drift: %s", "; ".join(alerts))
-        notify(
-            settings.orchestration.webhook_url,
-            "drift_alert",
-            "; ".join(alerts),
-            run_date=day,
-            run_id=summary["published"].get("run_id"),
-            report=summary["published"].get("report"),
-        )
+        notify_drift(settings.orchestration.webhook_url, day, summary)
     return summary
 
 

@@ -37,3 +37,20 @@ def notify(webhook_url: str | None, event: str, message: str, **details: Any) ->
     except OSError as exc:
         log.warning("could not deliver %s to the webhook: %s", event, exc)
         return False
+
+
+def notify_drift(webhook_url: str | None, run_date: str, summary: dict[str, Any]) -> bool:
+    """POST ``drift_alert`` when the run's publish step raised drift alerts; False when none."""
+    published = summary.get("published") or {}
+    alerts = list((published.get("drift") or {}).get("alerts") or [])
+    if not alerts:
+        return False
+    return notify(
+        webhook_url,
+        "drift_alert",
+        "; ".join(alerts),
+        run_date=run_date,
+        run_id=published.get("run_id"),
+        report=published.get("report"),
+        store=published.get("store"),
+    )

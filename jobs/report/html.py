@@ -216,28 +216,32 @@ def _actions_by_farm(banlist: pd.DataFrame) -> go.Figure:
 def _score_curves(
     profile: dict[str, Any], trailing: list[dict[str, Any]], run: dict[str, Any]
 ) -> go.Figure:
-    percent = [i for i in range(101)]
+    """Share of accounts scoring at least x, one line per run (log scale: farms are the tail)."""
+    above = [100 - i for i in range(100)]  # the 100% quantile has no share above it to plot
     fig = go.Figure()
     for earlier in trailing:
         fig.add_scatter(
-            x=earlier["score"],
-            y=percent,
+            x=earlier["score"][:100],
+            y=above,
             mode="lines",
+            line_shape="hv",
             name=f"{earlier.get('run_date', '')} ({earlier['run_id']})",
             line={"color": "#bbbbbb", "width": 1},
         )
     fig.add_scatter(
-        x=profile["score"],
-        y=percent,
+        x=profile["score"][:100],
+        y=above,
         mode="lines",
+        line_shape="hv",
         name=f"this run {run['run_date']}",
         line={"color": "#c0392b", "width": 3},
     )
     fig.update_layout(
         height=360,
         xaxis_title="score",
-        yaxis_title="% of accounts scoring at most",
+        yaxis_title="% of accounts scoring at least",
         xaxis_range=[0, 1],
+        yaxis_type="log",
     )
     return fig
 

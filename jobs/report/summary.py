@@ -189,7 +189,7 @@ def render_text(summary: dict[str, Any]) -> str:
                 f"allowlisted     : {published['allowlisted_would_ban']:,} would-be bans kept off"
             )
     if published and published.get("report"):
-        lines.append(f"run report      : {published['report']}")
+        lines.append(f"run report      : {published['store']}/{published['report']}")
     for alert in drift_alerts(summary):
         lines.append(f"DRIFT ALERT     : {alert}")
     missing = [
