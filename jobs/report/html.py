@@ -38,11 +38,12 @@ ACTION_COLOURS = {
 ENTITY_COLOUR = "#2c6fbb"
 _PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 # What raw personal data looks like on a page: an email address, an IPv4 address, an IPv6
 # address (full or compressed). Keyed hashes are bare hex and match none of these.
 _PII_PATTERNS = {
     "email": re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),
-    "ipv4": re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])"),
+    "ipv4": re.compile(rf"(?<![\w.])(?:{_OCTET}\.){{3}}{_OCTET}(?![\w.])"),
     "ipv6": re.compile(
         r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}(?![\w:])"
         r"|(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){1,6}:(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4})*)?(?![\w:])"

@@ -14,9 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from playwright.sync_api import BrowserContext, Page, sync_playwright
 
+from jobs.core.sections import ReportSettings
 from jobs.report.html import page_data_text, pii_found
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -52,10 +54,10 @@ class Visit:
 
         return handle
 
-    def pii(self) -> list[str]:
-        """Emails and IP addresses in the rendered text and in the page's own data."""
+    def pii(self, source: Path) -> list[str]:
+        """Emails and IP addresses in the rendered text and in the page file's own data."""
         text = self.page.inner_text("body")
-        return pii_found(text) + pii_found(page_data_text(self.page.content()))
+        return pii_found(text) + pii_found(page_data_text(source.read_text()))
 
 
 @pytest.fixture(scope="module")
@@ -90,19 +92,25 @@ def test_the_run_report_draws_every_farm_graph_without_errors_or_pii(
     visit = Visit(browser_context, report.as_uri())
     page = visit.page
     page.wait_for_selector("#farm-graph-0 .scatterlayer path.point", timeout=30_000)
+    farms = pd.read_parquet(report.parent / "farms.parquet")
     graphs = page.locator(".farm-graph .js-plotly-plot")
-    assert graphs.count() == small_world.summary["farms_with_bans"] or graphs.count() >= 1
+    assert graphs.count() == min(len(farms), ReportSettings().max_farms_drawn) > 1
     for index in range(graphs.count()):
         graph = page.locator(f"#farm-graph-{index}")
-        accounts = graph.locator(".scatterlayer .trace path.point")
-        assert accounts.count() >= 3, f"farm graph {index} drew {accounts.count()} nodes"
-        assert graph.locator(".legendtext").filter(has_text="account: ban").count() == 1
+        nodes = graph.locator(".scatterlayer .trace path.point")
+        assert nodes.count() >= 3, f"farm graph {index} drew {nodes.count()} nodes"
+        legend = [t.strip() for t in graph.locator(".legendtext").all_text_contents()]
+        assert "shared entity (keyed hash)" in legend, legend
+        assert any(t.startswith("account: ") for t in legend), legend
+    # the farm with the most bans comes first, its banned accounts drawn in the ban colour
+    first = page.locator("#farm-graph-0")
+    assert "account: ban" in first.locator(".legendtext").all_text_contents()
     for chart in ("actions-by-farm", "score-distribution", "bans-by-farm-age"):
         assert page.locator(f"#{chart} .main-svg").count() >= 1, chart
     assert page.locator("#actions-by-farm .barlayer path").count() >= 1
     assert visit.errors == []
     assert visit.fetched == []
-    assert visit.pii() == []
+    assert visit.pii(report) == []
     text = page.inner_text("body")
     assert "No drift alert" in text  # the first night has nothing to compare with
     assert "Entities that bind it" in text
@@ -120,7 +128,20 @@ def test_the_browser_check_finds_an_ip_and_an_email_on_a_page(browser_context, t
         " '<p>from 198.51.100.23 as ops' + '@' + 'example.org</p>')</script></body></html>"
     )
     visit = Visit(browser_context, leaky.as_uri())
-    found = visit.pii()
+    found = visit.pii(leaky)
     assert "ipv4: 198.51.100.23" in found
     assert "email: ops@example.org" in found
     assert visit.errors == []
+
+
+def test_banlist_report_prints_where_the_report_is(small_world, monkeypatch, capsys):
+    from flows.cli import main
+
+    monkeypatch.setenv("FARMWATCH_LAKE__HOME", str(small_world.home))
+    monkeypatch.delenv("FARMWATCH_CONFIG", raising=False)
+    assert main(["banlist", "report"]) == 0
+    assert capsys.readouterr().out.strip() == str(_report(small_world.home).resolve())
+    assert main(["banlist", "report", "--run", small_world.run_id]) == 0
+    assert capsys.readouterr().out.strip() == str(_report(small_world.home).resolve())
+    assert main(["banlist", "report", "--run", "nosuchrun"]) == 1
+    assert "no run 'nosuchrun'" in capsys.readouterr().err
