@@ -28,6 +28,7 @@ from jobs.communities.stage import load as load_graph
 from jobs.core.stage import StageContext
 from jobs.core.store import store_for
 from jobs.ingest.stage import load_accepted
+from jobs.report.html import REPORT_FILE
 from jobs.report.run_report import report_attachments
 
 
@@ -86,6 +87,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "run_id": result.manifest["run_id"],
         "allowlisted_would_ban": result.manifest["allowlisted"]["would_have_been_banned"],
         **result.manifest["counts"],
-        "report": f"{result.run_prefix}/{report['report']}" if report else None,
+        "report": (
+            f"{result.run_prefix}/{REPORT_FILE}"
+            if REPORT_FILE in result.manifest["files"]
+            else None
+        ),
         "drift": report.get("drift"),
     }
