@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 from playwright.sync_api import BrowserContext, Page, sync_playwright
 
 from jobs.core.sections import ReportSettings
@@ -115,8 +116,12 @@ def test_the_run_report_draws_every_farm_graph_without_errors_or_pii(
     assert "No drift alert" in text  # the first night has nothing to compare with
     assert "Entities that bind it" in text
     page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-    page.locator(".farm").first.screenshot(path=str(tmp_path / "farm.png"))
+    farm = tmp_path / "farm.png"
+    page.locator(".farm").first.screenshot(path=str(farm))
+    # a 256-colour copy of the first farm, small enough for the README (docs/img/report.png)
+    Image.open(farm).convert("RGB").quantize(256).save(farm, optimize=True)
     assert (tmp_path / "report.png").stat().st_size > 10_000
+    assert 10_000 < farm.stat().st_size < 300_000
     print(f"screenshots: {tmp_path / 'report.png'} {tmp_path / 'farm.png'}")
 
 
@@ -141,7 +146,7 @@ def test_banlist_report_prints_where_the_report_is(small_world, monkeypatch, cap
     monkeypatch.delenv("FARMWATCH_CONFIG", raising=False)
     assert main(["banlist", "report"]) == 0
     assert capsys.readouterr().out.strip() == str(_report(small_world.home).resolve())
-    assert main(["banlist", "report", "--run", small_world.run_id]) == 0
+    assert main(["banlist", "report", "--run", small_world.run_id.removeprefix("run=")]) == 0
     assert capsys.readouterr().out.strip() == str(_report(small_world.home).resolve())
     assert main(["banlist", "report", "--run", "nosuchrun"]) == 1
     assert "no run 'nosuchrun'" in capsys.readouterr().err
