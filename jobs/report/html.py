@@ -159,7 +159,7 @@ def _header(data: ReportData) -> str:
     return (
         f"<h1>farmwatch run {_e(run['run_date'])}</h1>"
         f"<p class='muted'>run <code>{_e(run['run_id'])}</code> &middot; status "
-        f"<b>{_e(run['status'])}</b> ({_e(run.get('message', ''))}) &middot; model version "
+        f"<b>{_e(run['status'])}</b> &middot; model version "
         f"{_e(run['model_version'])} &middot; circuit breaker: {_e(run.get('breaker_reason', ''))}"
         "</p><p class='muted'>Accounts are shown by id and entities (cards, devices, IPs, "
         "emails) only by keyed hash, as on the ban list: this page holds no raw personal data."

@@ -52,7 +52,7 @@ def _second_version(home: Path, registry: Path) -> str:
     name = "farmwatch-farm-model"
     first = client.get_model_version(name, "1")
     second = client.create_model_version(name, first.source, run_id=first.run_id)
-    assert second.version == "2"
+    assert str(second.version) == "2"
     return uri
 
 
