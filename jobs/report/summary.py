@@ -4,7 +4,8 @@ In: the published ban list (pandas), the run's ``scores`` count and, when the la
 the synthetic ``ground_truth`` table. Out: a summary dict (accounts scored, farm candidates,
 farms with bans, bans by action, precision and recall of bans against ground truth, campaign
 recall) and its rendering as a short text and a markdown table, both naming the optional input
-columns a table lacked (from the ingest counts). Called by the nightly flow's report task and by
+columns a table lacked (from the ingest counts), the run report's location and the drift alerts
+of the publish step. Called by the nightly flow's report task and by
 the CLI.
 """
 
