@@ -8,6 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.farmwatch-installed
 DEMO_ACCOUNTS ?= 20000
+CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: demo test lint install check-java bench clean
 
@@ -22,15 +23,23 @@ lint: install
 
 install: $(STAMP)
 
+# The browser tests drive Debian's Chromium (/usr/bin/chromium, never a downloaded browser): it
+# is installed with apt when missing, which needs root.
 # The optional JVM packages (jobs/core/session.py JVM_PACKAGES) are fetched once into Spark's Ivy
 # cache (~/.ivy2.5.2); one that cannot be fetched is reported and the install still succeeds.
-$(STAMP): pyproject.toml constraints.txt jobs/core/session.py
+$(STAMP): pyproject.toml constraints.txt jobs/core/session.py | $(CHROMIUM)
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "farmwatch needs Python 3.11 (set PYTHON=/path/to/python3.11)"'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	$(BIN)/python -m jobs.core.session fetch
 	@touch $(STAMP)
+
+# Order-only prerequisite of the stamp: installed when missing, even under an existing stamp.
+$(CHROMIUM):
+	@test "$$(id -u)" = 0 || { echo "$(CHROMIUM) is missing; as root: apt-get install -y chromium chromium-driver" >&2; exit 1; }
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 
 check-java:
 	@$(BIN)/python -c 'from jobs.core.session import check_java, JavaMissingError; import sys; \

@@ -7,7 +7,7 @@ Entry point of the console script.
 
 Sub-commands here: ``generate``, ``train``, ``nightly``, ``demo`` (generate + train + nightly
 on a small world), ``serve`` (the scheduler), ``backfill``, ``model rollback``. Registered from
-their own packages, which need no Prefect: ``banlist latest|runs|show|diff|revoke|release``
+their own packages, which need no Prefect: ``banlist latest|runs|show|diff|report|revoke|release``
 (:mod:`jobs.banlists.commands`) and ``evaluate-graph`` (:mod:`models.evaluate_graph`).
 """
 

@@ -10,10 +10,11 @@ shared with training are in :mod:`flows.prepare`. Only the steps that do I/O tha
 transiently (loading the champion from the MLflow registry, publishing) retry, with backoff from
 ``orchestration.io_retry_delays_seconds``. A run holds ``<home>/run.lock`` so two runs never
 overlap, and records each finished stage (:mod:`flows.ledger`) so a retried or re-run date
-resumes after the last finished stage. A failure POSTs to ``orchestration.webhook_url`` (as does
-a held ban list). Called by ``farmwatch nightly``, ``farmwatch demo``, backfills and the
-``nightly`` deployment (:mod:`flows.serve`). Prefect runs it without a separately started
-server (a temporary local one) unless ``PREFECT_API_URL`` names one.
+resumes after the last finished stage. A failure POSTs to ``orchestration.webhook_url`` (as do
+a held ban list and a run whose drift crossed a threshold). Called by ``farmwatch nightly``,
+``farmwatch demo``, backfills and the ``nightly`` deployment (:mod:`flows.serve`). Prefect runs
+it without a separately started server (a temporary local one) unless ``PREFECT_API_URL`` names
+one.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.ledger import run_lock
-from flows.notify import notify
+from flows.notify import notify, notify_drift
 from flows.prepare import prepare_features, prepare_run, stage_context
 from flows.runtime import resolve_run_date, settings_for
 from jobs.banlists import stage as publishing
 from jobs.core.config import Settings
 from jobs.core.store import StoreError, StoreUnavailable
 from jobs.report import stage as reporting
-from jobs.report.summary import render_markdown
+from jobs.report.summary import drift_alerts, render_markdown
 from jobs.scoring import stage as scoring
 from models.registry import load_champion
 
@@ -104,6 +105,10 @@ def report_task(
         markdown=render_markdown(summary),
         description="farmwatch nightly run summary",
     )
+    alerts = drift_alerts(summary)
+    if alerts:
+        get_run_logger().warning("drift: %s", "; ".join(alerts))
+        notify_drift(settings.orchestration.webhook_url, day, summary)
     return summary
 
 

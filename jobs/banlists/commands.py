@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import webbrowser
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from jobs.banlists.runs import (
@@ -19,12 +21,13 @@ from jobs.banlists.runs import (
     list_runs,
     read_latest,
     read_run,
+    read_run_file,
     read_status,
     release,
     revoke,
 )
 from jobs.core.config import Settings
-from jobs.core.store import ObjectStore, store_for
+from jobs.core.store import LocalStore, ObjectStore, store_for
 
 SettingsFor = Callable[[argparse.Namespace], Settings]
 
@@ -106,6 +109,28 @@ def diff(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def report(args: argparse.Namespace, settings: Settings) -> int:
+    """Print where a run's report is (a copy under the home when the list is on S3); --open it."""
+    store, prefix = _store(settings)
+    run_prefix = _run_prefix(store, prefix, args.run)
+    manifest = json.loads(store.get(f"{run_prefix}/manifest.json"))
+    if "report.html" not in manifest["files"]:
+        print(f"{run_prefix} has no run report (published before reports existed)")
+        return 1
+    _, page = read_run_file(store, run_prefix, "report.html")
+    if isinstance(store, LocalStore):
+        path = store.root / run_prefix / "report.html"
+    else:
+        path = settings.home / "reports" / f"{manifest['run_id']}.html"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(page)
+        print(f"{store.describe()}/{run_prefix}/report.html copied to:")
+    print(Path(path).resolve())
+    if args.open:
+        webbrowser.open(Path(path).resolve().as_uri())
+    return 0
+
+
 def revoke_run(args: argparse.Namespace, settings: Settings) -> int:
     """Revoke a run; ``latest.json`` moves back to the newest good run."""
     store, prefix = _store(settings)
@@ -124,7 +149,7 @@ def release_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(sub: Any, settings_for: SettingsFor) -> None:
-    """Add ``banlist latest|runs|show|diff|revoke|release`` to a sub-parser collection."""
+    """Add ``banlist latest|runs|show|diff|report|revoke|release`` to a sub-parser collection."""
 
     def bind(command: Callable[[argparse.Namespace, Settings], int]) -> Callable[..., int]:
         return lambda args: command(args, settings_for(args))
@@ -146,6 +171,10 @@ def register(sub: Any, settings_for: SettingsFor) -> None:
     p.add_argument("--run", help="run id (default: the list in force)")
     p.add_argument("--rows", type=int, default=20)
     p.set_defaults(func=bind(diff))
+    p = ban_sub.add_parser("report", help="where a run's HTML report is (--open opens it)")
+    p.add_argument("--run", help="run id (default: the list in force)")
+    p.add_argument("--open", action="store_true", help="open it in the default browser")
+    p.set_defaults(func=bind(report))
     p = ban_sub.add_parser("revoke", help="revoke a run and move latest.json back")
     p.add_argument("run", help="run id")
     p.add_argument("--reason", required=True)

@@ -10,6 +10,7 @@ Out, under ``<prefix>/`` of the store::
     dt=YYYY-MM-DD/run=<run_id>/farms.parquet       per farm: counts, scores, binding entities
     dt=YYYY-MM-DD/run=<run_id>/diff.parquet        vs the list in force: new/dropped/changed
     dt=YYYY-MM-DD/run=<run_id>/allowlisted.parquet allowlisted accounts kept off the list
+    dt=YYYY-MM-DD/run=<run_id>/<attachments>      files the caller adds (the run report)
     dt=YYYY-MM-DD/run=<run_id>/manifest.json       counts, sha256 of every file, model, code,
                                                    config fingerprint, entity-hash key id,
                                                    inputs, breaker, diff
@@ -33,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -89,6 +91,23 @@ class RunContext:
             )
         )
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Draft:
+    """What a run is about to publish, shown to attachment writers before anything is written."""
+
+    run_id: str
+    run_date: str
+    banlist: pd.DataFrame
+    farms: pd.DataFrame
+    diff_summary: dict[str, Any]
+    breaker: dict[str, Any]
+    last_night: pd.DataFrame | None
+    """The list in force before this run (None on a first run and for a backfill)."""
+
+
+Attachments = Callable[[Draft], dict[str, bytes]]
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
@@ -191,6 +210,7 @@ def publish(
     farm_entities: pd.DataFrame | None = None,
     allowlisted: pd.DataFrame | None = None,
     release_held: bool = False,
+    attachments: Attachments | None = None,
 ) -> Published:
     """Write one run's files, verify them, apply the circuit breaker, then move ``latest.json``.
 
@@ -203,6 +223,8 @@ def publish(
         farm_entities: ``farm_id, binding_entities`` from :func:`attach_evidence`.
         allowlisted: allowlisted rows from :func:`apply_allowlist`, reported separately.
         release_held: publish even if the breaker trips (after a human reviewed the run).
+        attachments: returns more files for the run folder (the run report) from the draft;
+            they are written, verified and listed in the manifest like the list itself.
 
     Returns:
         The run's prefix, manifest, status (``published``, ``held`` or ``revoked``), whether it
@@ -238,6 +260,21 @@ def publish(
     # A backfill is never put in force, so farms vanishing against a newer list lift no ban.
     last_night = previous if latest is not None and latest["run_date"] <= context.run_date else None
     breaker = judge(banlist, last_night, context.inputs, earlier, bans, release_held)
+    if attachments is not None:
+        draft = Draft(
+            run_id,
+            context.run_date,
+            banlist,
+            pd.read_parquet(io.BytesIO(files["farms.parquet"])),
+            _diff_summary(diff, previous_run),
+            breaker,
+            last_night,
+        )
+        extra = attachments(draft)
+        clash = sorted(set(extra) & set(files))
+        if clash:
+            raise ValueError(f"attachments may not replace the list's own files {clash}")
+        files.update(extra)
     _write_verified(store, run_prefix, files)
     held = breaker["held"]
     status = "held" if held else "published"

@@ -192,6 +192,15 @@ def _read_verified(
     return pd.read_parquet(io.BytesIO(data))
 
 
+def read_run_file(store: ObjectStore, run_prefix: str, name: str) -> tuple[dict[str, Any], bytes]:
+    """A run's manifest and the bytes of one of its files, checked against the manifest."""
+    manifest = json.loads(store.get(f"{run_prefix}/manifest.json"))
+    data = store.get(f"{run_prefix}/{name}")
+    if _sha(data) != manifest["files"][name]["sha256"]:
+        raise StoreError(f"{run_prefix}/{name} does not match its manifest")
+    return manifest, data
+
+
 def read_run(
     store: ObjectStore, run_prefix: str, name: str = "banlist.parquet"
 ) -> tuple[dict[str, Any], pd.DataFrame]:

@@ -4,8 +4,10 @@ In: a :class:`jobs.core.stage.StageContext` (the run's ``scores``, ``group_anoma
 communities and entities; the champion's version; the ingest stage's counts in
 ``ctx.earlier["ingest"]``, which the breaker compares with earlier runs'; the ``bans`` and
 ``publish`` settings and the entity-hash key id; whether an operator released a held list).
-Out: a run published to ``publish.target`` (:mod:`jobs.banlists.publish`), the run's copy
-``banlist.parquet`` under its layout, and a summary (where, status, in force, counts). Called
+Out: a run published to ``publish.target`` (:mod:`jobs.banlists.publish`) with its run report
+and drift profile beside the list (:mod:`jobs.report.run_report`), the run's copy
+``banlist.parquet`` under its layout, and a summary (where, status, in force, counts, drift
+alerts, the report's key). Called
 by the nightly flow's publish task and the tests.
 """
 
@@ -26,6 +28,8 @@ from jobs.communities.stage import load as load_graph
 from jobs.core.stage import StageContext
 from jobs.core.store import store_for
 from jobs.ingest.stage import load_accepted
+from jobs.report.html import REPORT_FILE
+from jobs.report.run_report import report_attachments
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -61,6 +65,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         },
         entity_hash_key_id=settings.entity_hash_key().key_id,
     )
+    attach, report = report_attachments(ctx, store, settings.publish.prefix)
     result = publish(
         banlist,
         store,
@@ -70,6 +75,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         farm_entities=farm_entities.toPandas(),
         allowlisted=allowlisted,
         release_held=ctx.release_held,
+        attachments=attach,
     )
     layout.banlist.write_bytes(banlist.to_parquet(index=False))
     return {
@@ -81,4 +87,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "run_id": result.manifest["run_id"],
         "allowlisted_would_ban": result.manifest["allowlisted"]["would_have_been_banned"],
         **result.manifest["counts"],
+        "report": (
+            f"{result.run_prefix}/{REPORT_FILE}"
+            if REPORT_FILE in result.manifest["files"]
+            else None
+        ),
+        "drift": report.get("drift"),
     }

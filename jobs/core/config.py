@@ -37,6 +37,7 @@ from jobs.core.sections import (
     ModelSettings,
     OrchestrationSettings,
     PublishSettings,
+    ReportSettings,
     SparkSettings,
 )
 
@@ -50,6 +51,7 @@ __all__ = [
     "ModelSettings",
     "OrchestrationSettings",
     "PublishSettings",
+    "ReportSettings",
     "Settings",
     "SparkSettings",
     "load_settings",
@@ -78,6 +80,7 @@ class Settings(BaseSettings):
     anomaly: AnomalySettings = AnomalySettings()
     model: ModelSettings = ModelSettings()
     bans: BanSettings = BanSettings()
+    report: ReportSettings = ReportSettings()
     publish: PublishSettings = PublishSettings()
     orchestration: OrchestrationSettings = OrchestrationSettings()
 

@@ -1,7 +1,7 @@
 """The sections of farmwatch's settings, one typed object per concern, with laptop defaults.
 
 In: nothing (values come through :class:`jobs.core.config.Settings`). Out: the frozen section
-classes (Spark, lake, ingest, graph, anomaly, model, bans, publish, orchestration) and
+classes (Spark, lake, ingest, graph, anomaly, model, bans, report, publish, orchestration) and
 :data:`DEFAULT_MONOTONE`. Each field's description is what ``docs/configuration.md`` shows (that
 page is generated from these classes and checked by ``tests/test_docs.py``). Called by
 :mod:`jobs.core.config`.
@@ -323,6 +323,29 @@ class BanSettings(_Section):
     over the trailing published runs with the same look-back; 0 turns it off."""
 
 
+class ReportSettings(_Section):
+    """The run report (report.html beside each ban list) and its drift and adversary watch."""
+
+    max_farms_drawn: int = Field(default=12, ge=0)
+    """Farms drawn as graphs in the report, those with the most bans first."""
+    max_members_per_farm: int = Field(default=60, ge=1)
+    """Members drawn per farm graph (the highest scores first; the page says when it samples)."""
+    max_entities_per_farm: int = Field(default=40, ge=0)
+    """Hashed entities drawn per farm graph (those shared by the most drawn members first)."""
+    trailing_runs: int = Field(default=7, ge=1)
+    """Published runs the score chart and the drift are compared with."""
+    profile_relative_error: float = Field(default=0.001, ge=0, le=1)
+    """Rank error of the quantiles profiled for drift (Spark approxQuantile)."""
+    feature_psi_alert: float = Field(default=0.25, ge=0)
+    """Alert when a model feature's population stability index exceeds this."""
+    score_psi_alert: float = Field(default=0.25, ge=0)
+    """Alert when the score distribution's population stability index exceeds this."""
+    farm_shrink_ratio: float = Field(default=0.5, ge=0, le=1)
+    """A farm banned last night shrank sharply when fewer than this share of its bans remain."""
+    farm_loss_alert: float = Field(default=0.3, ge=0, le=1)
+    """Alert when more than this share of last night's banned farms vanished or shrank sharply."""
+
+
 class PublishSettings(_Section):
     """Where ban lists go: a local folder laid out like the bucket, or S3."""
 
@@ -378,5 +401,6 @@ class OrchestrationSettings(_Section):
         default=True, description="Skip stages a previous attempt of the same run finished."
     )
     webhook_url: str | None = Field(
-        default=None, description="POSTed a JSON message when a run fails or a list is held."
+        default=None,
+        description="POSTed a JSON message when a run fails, a list is held or drift alerts.",
     )

@@ -4,7 +4,8 @@ In: the published ban list (pandas), the run's ``scores`` count and, when the la
 the synthetic ``ground_truth`` table. Out: a summary dict (accounts scored, farm candidates,
 farms with bans, bans by action, precision and recall of bans against ground truth, campaign
 recall) and its rendering as a short text and a markdown table, both naming the optional input
-columns a table lacked (from the ingest counts). Called by the nightly flow's report task and by
+columns a table lacked (from the ingest counts), the run report's location and the drift alerts
+of the publish step. Called by the nightly flow's report task and by
 the CLI.
 """
 
@@ -188,6 +189,10 @@ def render_text(summary: dict[str, Any]) -> str:
             lines.append(
                 f"allowlisted     : {published['allowlisted_would_ban']:,} would-be bans kept off"
             )
+    if published and published.get("report"):
+        lines.append(f"run report      : {published['store']}/{published['report']}")
+    for alert in drift_alerts(summary):
+        lines.append(f"DRIFT ALERT     : {alert}")
     missing = [
         f"{table}.{column}"
         for table, columns in (summary.get("missing_columns") or {}).items()
@@ -209,9 +214,16 @@ def render_markdown(summary: dict[str, Any]) -> str:
     """A markdown table for the Prefect artifact."""
     rows = [(k, v) for k, v in summary.items() if not isinstance(v, dict)]
     published = summary.get("published") or {}
-    for key in ("status", "message", "store", "prefix"):
+    for key in ("status", "message", "store", "prefix", "report"):
         if key in published:
             rows.append((f"ban_list.{key}", published[key]))
+    drift = published.get("drift") or {}
+    if drift:
+        rows.append(("drift.score_psi", drift["score_psi"]))
+        rows.append(("drift.farms_lost_share", drift["farms"]["share_lost"]))
+        top = next(iter(drift["features"].items()), None)
+        if top:
+            rows.append(("drift.top_feature_psi", f"{top[0]} {top[1]}"))
     for table, columns in (summary.get("missing_columns") or {}).items():
         rows.append((f"missing_columns.{table}", ", ".join(columns)))
     for key, value in (summary.get("ground_truth") or {}).items():
@@ -219,4 +231,10 @@ def render_markdown(summary: dict[str, Any]) -> str:
     for key, value in (summary.get("stage_seconds") or {}).items():
         rows.append((f"seconds.{key}", round(value, 1)))
     body = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    return "| figure | value |\n|---|---|\n" + body
+    alerts = "".join(f"\n- **drift alert**: {a}" for a in drift_alerts(summary))
+    return "| figure | value |\n|---|---|\n" + body + ("\n" + alerts if alerts else "")
+
+
+def drift_alerts(summary: dict[str, Any]) -> list[str]:
+    """The drift alerts the publish step raised for this run (:mod:`jobs.report.drift`)."""
+    return list(((summary.get("published") or {}).get("drift") or {}).get("alerts") or [])

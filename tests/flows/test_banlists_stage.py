@@ -2,7 +2,10 @@
 
 Re-runs the publish stage of the shared small world's run to a fresh target with one binding
 entity per farm: the farms file must list at most one (the stage used to pass no count, so
-the farms file always listed up to three whatever the setting said).
+the farms file always listed up to three whatever the setting said). The second publish goes
+to the same target as the first, so it is a second list of an unchanged world: its drift watch
+compares with the first and must stay quiet. A third list with a ban band nobody reaches (as
+if the model stopped catching every farm overnight) must raise the alert in its report.
 """
 
 from __future__ import annotations
@@ -20,23 +23,51 @@ from jobs.core.stage import StageContext
 pytestmark = pytest.mark.e2e
 
 
-def _farms(spark, small_world, tmp_path, binding: int) -> pd.DataFrame:
+def _publish(
+    spark, small_world, tmp_path, binding: int, bans: dict | None = None
+) -> tuple[dict, pd.DataFrame]:
     """Publish the small world's scored run again with ``binding`` entities per farm."""
     settings = load_settings(
         lake={"home": str(small_world.home)},
         graph={"binding_entities": binding},
-        publish={"target": str(tmp_path / f"bucket-{binding}")},
+        bans=bans or {},
+        publish={"target": str(tmp_path / "bucket")},
     )
     run_date = date.fromisoformat(small_world.summary["run_date"])
     ctx = StageContext(spark, settings, layout_for(settings, run_date), run_date)
     summary = banlists.run(ctx)
-    assert summary["status"] == "published"
-    return pd.read_parquet(tmp_path / f"bucket-{binding}" / summary["prefix"] / "farms.parquet")
+    return summary, pd.read_parquet(tmp_path / "bucket" / summary["prefix"] / "farms.parquet")
 
 
 def test_binding_entities_setting_reaches_the_farms_file(spark, small_world, tmp_path):
-    default = _farms(spark, small_world, tmp_path, 3)
+    first, default = _publish(spark, small_world, tmp_path, 3)
+    assert first["status"] == "published"
     assert default["binding_entities"].map(len).max() > 1  # the world has farms to shorten
-    one = _farms(spark, small_world, tmp_path, 1)
+    assert first["drift"]["compared_runs"] == []
+    second, one = _publish(spark, small_world, tmp_path, 1)
+    assert second["status"] == "published"
     assert one["binding_entities"].map(len).max() == 1
     assert set(one["farm_id"]) == set(default["farm_id"])
+    # the same world published twice: the drift watch compares and finds nothing
+    drift = second["drift"]
+    assert drift["compared_runs"] == [first["run_id"]]
+    assert drift["alerts"] == []
+    assert drift["score_psi"] == 0.0 and max(drift["features"].values()) == 0.0
+    banned_farms = int((default["accounts_banned"] > 0).sum())
+    assert drift["farms"] == {
+        "banned_before": banned_farms,
+        "vanished": 0,
+        "shrank": 0,
+        "share_lost": 0.0,
+    }
+    page = (tmp_path / "bucket" / second["report"]).read_text()
+    assert "No drift alert (compared with 1 published run(s))" in page
+
+    # every farm loses its bans overnight: the breaker holds the list and the watch says why
+    third, _ = _publish(spark, small_world, tmp_path, 1, bans={"ban_threshold": 1.0})
+    assert third["status"] == "held" and third["ban"] == 0
+    assert third["drift"]["farms"]["vanished"] == banned_farms
+    (alert,) = third["drift"]["alerts"]
+    assert f"{banned_farms} of the {banned_farms} farms banned last night vanished" in alert
+    page = (tmp_path / "bucket" / third["report"]).read_text()
+    assert "Drift alert" in page and "an operator may have changed tactics" in page

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from flows.ledger import RunLocked, StageLedger, input_digest, run_lock
-from flows.notify import notify
+from flows.notify import notify, notify_drift
 from flows.serve import dates_between
 
 
@@ -123,3 +123,32 @@ def test_notifications_reach_the_webhook_and_never_raise():
         server.server_close()
     assert notify(url, "run_failed", "boom") is False  # endpoint gone: logged, not raised
     assert notify(None, "run_failed", "boom") is False
+
+
+def test_drift_alerts_reach_the_webhook_and_a_quiet_run_sends_nothing():
+    server = HTTPServer(("127.0.0.1", 0), _Capture)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        published = {"run_id": "r1", "report": "banlists/dt=2026-06-06/run=r1/report.html"}
+        alert = "1 of the 3 farms banned last night vanished (1) or shrank (0)"
+        loud = {"published": {**published, "store": "/b", "drift": {"alerts": [alert]}}}
+        quiet = {"published": {**published, "drift": {"alerts": []}}}
+        before = len(_Capture.received)
+        assert notify_drift(url, "2026-06-06", quiet) is False
+        assert notify_drift(url, "2026-06-06", {"published": published}) is False
+        assert len(_Capture.received) == before
+        assert notify_drift(url, "2026-06-06", loud)
+        assert _Capture.received[-1] == {
+            "event": "drift_alert",
+            "message": alert,
+            "text": f"farmwatch drift_alert: {alert}",
+            "run_date": "2026-06-06",
+            "run_id": "r1",
+            "report": "banlists/dt=2026-06-06/run=r1/report.html",
+            "store": "/b",
+        }
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -94,6 +94,8 @@ def test_nightly_run_finds_the_campaign_and_publishes(
         "farms.parquet",
         "diff.parquet",
         "allowlisted.parquet",
+        "report.html",
+        "profile.json",
         "manifest.json",
         "status.json",
     }

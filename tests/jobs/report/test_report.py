@@ -57,3 +57,34 @@ def test_printed_summary_names_the_optional_columns_a_table_lacked():
     assert "| missing_columns.signups | client_fingerprint, country |" in render_markdown(summary)
     summary["missing_columns"] = missing_columns({"labels": {"read": 2}})
     assert not any(line.startswith("missing columns") for line in render_text(summary).splitlines())
+
+
+def test_drift_alerts_and_the_report_reach_the_text_and_the_artifact():
+    drift = {
+        "alerts": ["the score distribution drifted: PSI 0.40 > 0.25"],
+        "score_psi": 0.4,
+        "farms": {"share_lost": 0.0},
+        "features": {"n_ips": 0.31, "hour_entropy": 0.02},
+    }
+    summary = {
+        "accounts_scored": 10,
+        "farm_candidates": 1,
+        "farms_with_bans": 1,
+        "banned": 3,
+        "review": 0,
+        "watch": 0,
+        "published": {
+            "message": "published",
+            "store": "/bucket",
+            "report": "banlists/dt=2026-06-06/run=r1/report.html",
+            "drift": drift,
+        },
+    }
+    text = render_text(summary)
+    assert "run report      : /bucket/banlists/dt=2026-06-06/run=r1/report.html" in text
+    assert "DRIFT ALERT     : the score distribution drifted: PSI 0.40 > 0.25" in text
+    markdown = render_markdown(summary)
+    assert "| drift.top_feature_psi | n_ips 0.31 |" in markdown
+    assert "- **drift alert**: the score distribution drifted: PSI 0.40 > 0.25" in markdown
+    quiet = {**summary, "published": {**summary["published"], "drift": {**drift, "alerts": []}}}
+    assert "DRIFT" not in render_text(quiet) and "drift alert" not in render_markdown(quiet)
