@@ -15,7 +15,7 @@ CHROMIUM ?= /usr/bin/chromium
 demo: install check-java
 	$(BIN)/farmwatch demo --accounts $(DEMO_ACCOUNTS)
 
-test: install check-java
+test: install $(CHROMIUM) check-java
 	$(BIN)/python -m pytest
 
 lint: install
@@ -23,11 +23,9 @@ lint: install
 
 install: $(STAMP)
 
-# The browser tests drive Debian's Chromium (/usr/bin/chromium, never a downloaded browser): it
-# is installed with apt when missing, which needs root.
 # The optional JVM packages (jobs/core/session.py JVM_PACKAGES) are fetched once into Spark's Ivy
 # cache (~/.ivy2.5.2); one that cannot be fetched is reported and the install still succeeds.
-$(STAMP): pyproject.toml constraints.txt jobs/core/session.py | $(CHROMIUM)
+$(STAMP): pyproject.toml constraints.txt jobs/core/session.py
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "farmwatch needs Python 3.11 (set PYTHON=/path/to/python3.11)"'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -35,7 +33,8 @@ $(STAMP): pyproject.toml constraints.txt jobs/core/session.py | $(CHROMIUM)
 	$(BIN)/python -m jobs.core.session fetch
 	@touch $(STAMP)
 
-# Order-only prerequisite of the stamp: installed when missing, even under an existing stamp.
+# The browser tests (only they: `make demo` needs no browser) drive Debian's Chromium, never a
+# downloaded one; `make test` installs it with apt when missing, which needs root.
 $(CHROMIUM):
 	@test "$$(id -u)" = 0 || { echo "$(CHROMIUM) is missing; as root: apt-get install -y chromium chromium-driver" >&2; exit 1; }
 	apt-get update -qq
