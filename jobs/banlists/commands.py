@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from jobs.banlists import trust_commands
 from jobs.banlists.runs import (
     find_run,
     latest_pointer,
@@ -109,7 +110,7 @@ def diff(args: argparse.Namespace, settings: Settings) -> int:
 def revoke_run(args: argparse.Namespace, settings: Settings) -> int:
     """Revoke a run; ``latest.json`` moves back to the newest good run."""
     store, prefix = _store(settings)
-    now_in_force = revoke(store, prefix, args.run, args.reason)
+    now_in_force = revoke(store, prefix, args.run, args.reason, args.by)
     where = f"{now_in_force['run_date']} run {now_in_force['run_id']}" if now_in_force else "none"
     print(f"revoked {args.run}; list in force: {where}")
     return 0
@@ -118,13 +119,13 @@ def revoke_run(args: argparse.Namespace, settings: Settings) -> int:
 def release_run(args: argparse.Namespace, settings: Settings) -> int:
     """Publish a run the circuit breaker held, after review."""
     store, prefix = _store(settings)
-    result = release(store, prefix, args.run, args.reason)
+    result = release(store, prefix, args.run, args.reason, args.by)
     print(f"{result.run_prefix}: {result.message} (in force: {result.in_force})")
     return 0
 
 
 def register(sub: Any, settings_for: SettingsFor) -> None:
-    """Add ``banlist latest|runs|show|diff|revoke|release`` to a sub-parser collection."""
+    """Add ``banlist latest|runs|show|diff|revoke|release`` (and ``decide|audit|farm``)."""
 
     def bind(command: Callable[[argparse.Namespace, Settings], int]) -> Callable[..., int]:
         return lambda args: command(args, settings_for(args))
@@ -149,8 +150,11 @@ def register(sub: Any, settings_for: SettingsFor) -> None:
     p = ban_sub.add_parser("revoke", help="revoke a run and move latest.json back")
     p.add_argument("run", help="run id")
     p.add_argument("--reason", required=True)
+    p.add_argument("--by", help="who (default: FARMWATCH_ACTOR or the login name)")
     p.set_defaults(func=bind(revoke_run))
     p = ban_sub.add_parser("release", help="publish a run the circuit breaker held")
     p.add_argument("run", help="run id")
     p.add_argument("--reason", required=True, help="who reviewed it and why it is fine")
+    p.add_argument("--by", help="who (default: FARMWATCH_ACTOR or the login name)")
     p.set_defaults(func=bind(release_run))
+    trust_commands.register(ban_sub, bind)

@@ -77,7 +77,7 @@ HISTORY_COLUMNS = (
     "farm_id",
 )
 FILES = {
-    "registry": "farm_registry.parquet",
+    "farms": "farm_registry.parquet",
     "members": "farm_members.parquet",
     "history": "farm_history.parquet",
 }

@@ -94,6 +94,9 @@ def test_nightly_run_finds_the_campaign_and_publishes(
         "farms.parquet",
         "diff.parquet",
         "allowlisted.parquet",
+        "farm_registry.parquet",
+        "farm_members.parquet",
+        "farm_history.parquet",
         "manifest.json",
         "status.json",
     }
@@ -106,6 +109,7 @@ def test_nightly_run_finds_the_campaign_and_publishes(
         "action",
         "reasons",
         "model_version",
+        "stable_farm_id",
     ]
     banned = banlist[banlist["action"] == "ban"]
     assert len(banned) == summary["banned"] > 0
