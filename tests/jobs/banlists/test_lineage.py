@@ -3,7 +3,8 @@
 A week of nights is planted by hand: farm A grows, is half banned and churns, splits in two;
 farm B merges into A's larger half; farm C is banned, vanishes, and re-forms under new
 accounts that reuse its card; farm D goes dormant and comes back. Each night's registry feeds
-the next, as the publish step chains them.
+the next, as the publish step chains them. Last, through the publish step: a held run and a
+revoked run are skipped by the nights after them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from jobs.banlists.lineage import (
     match_night,
     new_farm_id,
 )
+from jobs.banlists.publish import RunContext, publish
+from jobs.banlists.registry import read_registry
+from jobs.banlists.runs import revoke
 from jobs.core.config import BanSettings
+from jobs.core.store import LocalStore
 
 SETTINGS = BanSettings()
 
@@ -179,3 +184,44 @@ def test_bad_input_is_refused_with_the_column_named():
     twice = pd.DataFrame({"account_id": ["a1", "a1"], "farm_id": ["a1", "a0"]})
     with pytest.raises(ValueError, match="more than one farm candidate"):
         match_night(Registry.empty(), twice, summary({}), "2026-06-01", SETTINGS)
+
+
+def test_held_and_revoked_runs_never_advance_lineage(tmp_path):
+    store = LocalStore(tmp_path)
+    bans = BanSettings(breaker_min_history=2, breaker_multiple=2.0, breaker_floor=3)
+
+    def night(day: str, n: int):
+        rows = pd.DataFrame(
+            {
+                "account_id": accounts("a", 0, n),
+                "farm_id": "a0000",
+                "score": 0.99,
+                "action": "ban",
+                "reasons": [["r"]] * n,
+                "model_version": "1",
+            }
+        )
+        context = RunContext(day, {"name": "m", "version": "1"}, "cfg", "test", {"rows": 1})
+        return publish(rows, store, "banlists", context, bans)
+
+    for day in ("2026-06-01", "2026-06-02", "2026-06-03"):
+        assert night(day, 5).status == "published"
+    assert night("2026-06-04", 40).status == "held"
+    fifth = night("2026-06-05", 6)
+    history = read_registry(store, fifth.run_prefix).history
+    assert "2026-06-04" not in set(history["run_date"])
+    assert history.iloc[-1][["run_date", "size_before", "size_after"]].tolist() == [
+        "2026-06-05",
+        5,
+        6,
+    ]
+    revoke(store, "banlists", fifth.manifest["run_id"], "bad model")
+    sixth = night("2026-06-06", 6)
+    history = read_registry(store, sixth.run_prefix).history
+    assert history["run_date"].tolist() == [
+        "2026-06-01",
+        "2026-06-02",
+        "2026-06-03",
+        "2026-06-06",
+    ]
+    assert history.iloc[-1]["event"] == "grown"
