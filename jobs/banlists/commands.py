@@ -88,9 +88,11 @@ def show(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     _, farms = read_run(store, run_prefix, "farms.parquet")
     if args.farm:
-        farms = farms[farms["farm_id"] == args.farm]
+        # tonight's farm_id, or the stable id the farm registry gave it (runs since the registry)
+        by = "stable_farm_id" if args.farm in set(farms.get("stable_farm_id", [])) else "farm_id"
+        farms = farms[farms[by] == args.farm]
         print(farms.to_string(index=False))
-        print(banlist[banlist["farm_id"] == args.farm].head(args.rows).to_string(index=False))
+        print(banlist[banlist[by] == args.farm].head(args.rows).to_string(index=False))
         return 0
     print(farms.head(args.rows).to_string(index=False))
     return 0
@@ -140,7 +142,7 @@ def register(sub: Any, settings_for: SettingsFor) -> None:
     p = ban_sub.add_parser("show", help="one run's farms, or one account's reasons")
     p.add_argument("--run", help="run id (default: the list in force)")
     p.add_argument("--account", help="explain one account")
-    p.add_argument("--farm", help="show one farm and its members")
+    p.add_argument("--farm", help="show one farm and its members (farm_id or stable_farm_id)")
     p.add_argument("--rows", type=int, default=10)
     p.set_defaults(func=bind(show))
     p = ban_sub.add_parser("diff", help="changes against the previous list in force")

@@ -218,6 +218,10 @@ def test_trust_commands_decide_audit_and_farm_history(farmwatch_home, monkeypatc
     assert out.startswith("F20260604-a00000  active  size 7 (peak 7)  first seen 2026-06-04")
     assert re.search(r"2026-06-04 +F20260604-a00000 +new +- +- +4 +a00000\n", out)
     assert re.search(r"2026-06-05 +F20260604-a00000 +grown +- +4 +7 +a00001\n", out)
+    assert farmwatch(["banlist", "show", "--farm", "F20260604-a00000"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^ *a00101 +a00001 ", out, re.M)  # tonight's members, by stable id
+    assert not re.search(r"^ *a00000 ", out, re.M)  # night one's smallest member has left
     manifest = json.loads(
         store.get(
             next(k for k in store.list("banlists/dt=2026-06-05/") if k.endswith("manifest.json"))
