@@ -87,7 +87,9 @@ def registry_files(registry: Registry) -> dict[str, bytes]:
     """The registry's three Parquet files, by file name."""
     out = {}
     for part, name in FILES.items():
+        frame = getattr(registry, part).copy(deep=False)
+        frame.attrs = {}  # Spark Connect's toPandas() leaves query metrics here; not content
         buffer = io.BytesIO()
-        getattr(registry, part).to_parquet(buffer, index=False)
+        frame.to_parquet(buffer, index=False)
         out[name] = buffer.getvalue()
     return out
