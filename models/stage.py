@@ -13,12 +13,27 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
+from pyspark.sql import DataFrame
+
 from jobs.banlists.decisions import decision_labels, read_decisions
 from jobs.core.stage import StageContext
 from jobs.core.store import store_for
 from models.farm_model import build_training_set
 from models.labels import with_decisions
 from models.registry import train_and_register
+
+
+def training_labels(ctx: StageContext) -> tuple[DataFrame, dict[str, Any]]:
+    """The accepted ``labels`` with the decisions made up to the end of the run date folded in.
+
+    Decisions are read from the ban-list store (``publish.target``); their time is when they
+    were decided, so a model trained as of a date learns only what was decided by then.
+    """
+    settings = ctx.settings
+    store = store_for(settings.publish.target_for(settings.home), settings.publish)
+    day_end = datetime.combine(ctx.run_date + timedelta(days=1), time(), UTC)
+    decided = decision_labels(read_decisions(store, settings.publish.prefix), until=day_end)
+    return with_decisions(ctx.spark.read.parquet(str(ctx.layout.accepted("labels"))), decided)
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -30,10 +45,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     counts them under ``decisions``.
     """
     spark, settings, layout = ctx.spark, ctx.settings, ctx.layout
-    store = store_for(settings.publish.target_for(settings.home), settings.publish)
-    day_end = datetime.combine(ctx.run_date + timedelta(days=1), time(), UTC)
-    decided = decision_labels(read_decisions(store, settings.publish.prefix), until=day_end)
-    labels, decisions = with_decisions(spark.read.parquet(str(layout.accepted("labels"))), decided)
+    labels, decisions = training_labels(ctx)
     training = build_training_set(
         spark.read.parquet(str(layout.features)),
         labels,

@@ -37,14 +37,16 @@ def decide(args: argparse.Namespace, settings: Settings) -> int:
     """Record one decision about an account, or every row of a review tool's CSV."""
     store, prefix = _store(settings)
     if args.csv:
-        if args.account or args.decision or args.reason:
+        if args.account or args.decision or args.reason or args.at:
             raise ValueError("give either --csv FILE or ACCOUNT --decision --reason, not both")
         records = record_decisions_csv(store, prefix, Path(args.csv), args.by)
     else:
         if not (args.account and args.decision and args.reason):
             raise ValueError("decide needs ACCOUNT, --decision and --reason (or --csv FILE)")
         records = [
-            record_decision(store, prefix, args.account, args.decision, args.reason, args.by)
+            record_decision(
+                store, prefix, args.account, args.decision, args.reason, args.by, args.at
+            )
         ]
     for r in records:
         print(f"{r['record_id']}  {r['account_id']}  {r['decision']}  by {r['by']}")
@@ -117,6 +119,7 @@ def register(ban_sub: Any, bind: Bind) -> None:
     p.add_argument("--decision", choices=DECISIONS)
     p.add_argument("--reason", help="why, in words a colleague can check")
     p.add_argument("--by", help="who decided (default: FARMWATCH_ACTOR or the login name)")
+    p.add_argument("--at", help="when it was decided, ISO 8601 with a zone (default: now)")
     p.add_argument(
         "--csv", help="CSV from a review tool: account_id,decision,reason[,by,decided_at]"
     )
