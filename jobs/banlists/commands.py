@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from jobs.banlists import trust_commands
 from jobs.banlists.runs import (
     find_run,
     latest_pointer,
@@ -90,9 +91,11 @@ def show(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     _, farms = read_run(store, run_prefix, "farms.parquet")
     if args.farm:
-        farms = farms[farms["farm_id"] == args.farm]
+        # tonight's farm_id, or the stable id the farm registry gave it (runs since the registry)
+        by = "stable_farm_id" if args.farm in set(farms.get("stable_farm_id", [])) else "farm_id"
+        farms = farms[farms[by] == args.farm]
         print(farms.to_string(index=False))
-        print(banlist[banlist["farm_id"] == args.farm].head(args.rows).to_string(index=False))
+        print(banlist[banlist[by] == args.farm].head(args.rows).to_string(index=False))
         return 0
     print(farms.head(args.rows).to_string(index=False))
     return 0
@@ -134,7 +137,7 @@ def report(args: argparse.Namespace, settings: Settings) -> int:
 def revoke_run(args: argparse.Namespace, settings: Settings) -> int:
     """Revoke a run; ``latest.json`` moves back to the newest good run."""
     store, prefix = _store(settings)
-    now_in_force = revoke(store, prefix, args.run, args.reason)
+    now_in_force = revoke(store, prefix, args.run, args.reason, args.by)
     where = f"{now_in_force['run_date']} run {now_in_force['run_id']}" if now_in_force else "none"
     print(f"revoked {args.run}; list in force: {where}")
     return 0
@@ -143,13 +146,13 @@ def revoke_run(args: argparse.Namespace, settings: Settings) -> int:
 def release_run(args: argparse.Namespace, settings: Settings) -> int:
     """Publish a run the circuit breaker held, after review."""
     store, prefix = _store(settings)
-    result = release(store, prefix, args.run, args.reason)
+    result = release(store, prefix, args.run, args.reason, args.by)
     print(f"{result.run_prefix}: {result.message} (in force: {result.in_force})")
     return 0
 
 
 def register(sub: Any, settings_for: SettingsFor) -> None:
-    """Add ``banlist latest|runs|show|diff|report|revoke|release`` to a sub-parser collection."""
+    """Add ``banlist latest|runs|show|diff|report|revoke|release`` (and ``decide|audit|farm``)."""
 
     def bind(command: Callable[[argparse.Namespace, Settings], int]) -> Callable[..., int]:
         return lambda args: command(args, settings_for(args))
@@ -164,7 +167,7 @@ def register(sub: Any, settings_for: SettingsFor) -> None:
     p = ban_sub.add_parser("show", help="one run's farms, or one account's reasons")
     p.add_argument("--run", help="run id (default: the list in force)")
     p.add_argument("--account", help="explain one account")
-    p.add_argument("--farm", help="show one farm and its members")
+    p.add_argument("--farm", help="show one farm and its members (farm_id or stable_farm_id)")
     p.add_argument("--rows", type=int, default=10)
     p.set_defaults(func=bind(show))
     p = ban_sub.add_parser("diff", help="changes against the previous list in force")
@@ -178,8 +181,11 @@ def register(sub: Any, settings_for: SettingsFor) -> None:
     p = ban_sub.add_parser("revoke", help="revoke a run and move latest.json back")
     p.add_argument("run", help="run id")
     p.add_argument("--reason", required=True)
+    p.add_argument("--by", help="who (default: FARMWATCH_ACTOR or the login name)")
     p.set_defaults(func=bind(revoke_run))
     p = ban_sub.add_parser("release", help="publish a run the circuit breaker held")
     p.add_argument("run", help="run id")
     p.add_argument("--reason", required=True, help="who reviewed it and why it is fine")
+    p.add_argument("--by", help="who (default: FARMWATCH_ACTOR or the login name)")
     p.set_defaults(func=bind(release_run))
+    trust_commands.register(ban_sub, bind)

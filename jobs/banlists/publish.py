@@ -6,10 +6,13 @@ In: the listed rows of :mod:`jobs.banlists.actions` (pandas), the run's identity
 Out, under ``<prefix>/`` of the store::
 
     dt=YYYY-MM-DD/run=<run_id>/banlist.parquet     account_id, farm_id, score, action, reasons,
-    dt=YYYY-MM-DD/run=<run_id>/banlist.csv         model_version (no raw emails, IPs or cards)
+    dt=YYYY-MM-DD/run=<run_id>/banlist.csv         model_version, stable_farm_id (no raw PII)
     dt=YYYY-MM-DD/run=<run_id>/farms.parquet       per farm: counts, scores, binding entities
     dt=YYYY-MM-DD/run=<run_id>/diff.parquet        vs the list in force: new/dropped/changed
     dt=YYYY-MM-DD/run=<run_id>/allowlisted.parquet allowlisted accounts kept off the list
+                                                   (also by a reviewer's or appeal's decision)
+    dt=YYYY-MM-DD/run=<run_id>/farm_*.parquet      the farm registry: stable ids, members,
+                                                   lineage history (jobs/banlists/registry.py)
     dt=YYYY-MM-DD/run=<run_id>/<attachments>      files the caller adds (the run report)
     dt=YYYY-MM-DD/run=<run_id>/manifest.json       counts, sha256 of every file, model, code,
                                                    config fingerprint, entity-hash key id,
@@ -42,7 +45,10 @@ from typing import Any
 import pandas as pd
 
 from jobs.banlists.actions import ACTIONS
+from jobs.banlists.audit import record_action
 from jobs.banlists.breaker import judge
+from jobs.banlists.decisions import apply_decisions, kept_off, read_decisions
+from jobs.banlists.registry import registry_before, registry_files, with_lineage
 from jobs.banlists.runs import (
     Published,
     _json_bytes,
@@ -211,6 +217,7 @@ def publish(
     allowlisted: pd.DataFrame | None = None,
     release_held: bool = False,
     attachments: Attachments | None = None,
+    farm_members: pd.DataFrame | None = None,
 ) -> Published:
     """Write one run's files, verify them, apply the circuit breaker, then move ``latest.json``.
 
@@ -225,6 +232,8 @@ def publish(
         release_held: publish even if the breaker trips (after a human reviewed the run).
         attachments: returns more files for the run folder (the run report) from the draft;
             they are written, verified and listed in the manifest like the list itself.
+        farm_members: ``account_id, farm_id`` of every farm candidate's members, for the farm
+            registry (:mod:`jobs.banlists.registry`); default: the listed members.
 
     Returns:
         The run's prefix, manifest, status (``published``, ``held`` or ``revoked``), whether it
@@ -240,7 +249,10 @@ def publish(
     if store.exists(f"{run_prefix}/manifest.json") and store.exists(_status_key(run_prefix)):
         return _rerun(store, prefix, run_prefix, latest, release_held)
 
-    banlist = banlist[list(BANLIST_COLUMNS)].sort_values(
+    # Upheld appeals and not-fraud decisions keep accounts off (jobs/banlists/decisions.py).
+    off = kept_off(read_decisions(store, prefix))
+    banlist, allowlisted = apply_decisions(banlist[list(BANLIST_COLUMNS)], allowlisted, off)
+    banlist = banlist.sort_values(
         ["action", "score", "account_id"], ascending=[True, False, True], ignore_index=True
     )
     previous_run, previous_manifest, previous = None, None, None
@@ -249,12 +261,21 @@ def publish(
         previous_manifest, previous = read_run(store, previous_run)
     diff = diff_lists(previous, banlist)
     allowlisted = _allowlisted_frame(allowlisted)
+    banlist, farms, registry = with_lineage(
+        banlist,
+        farm_summary(banlist, farm_entities),
+        farm_members,
+        registry_before(store, prefix, context.run_date),
+        context.run_date,
+        bans,
+    )
     files = {
         "banlist.parquet": _parquet_bytes(banlist),
         "banlist.csv": _csv_bytes(banlist),
-        "farms.parquet": _parquet_bytes(farm_summary(banlist, farm_entities)),
+        "farms.parquet": _parquet_bytes(farms),
         "diff.parquet": _parquet_bytes(diff),
         "allowlisted.parquet": _parquet_bytes(allowlisted),
+        **registry_files(registry),
     }
     earlier = _earlier_runs(store, prefix, context, bans.breaker_history_runs)
     # A backfill is never put in force, so farms vanishing against a newer list lift no ban.
@@ -283,6 +304,15 @@ def publish(
     manifest["diff"]["entity_hash_key"] = _key_change(previous_manifest, context)
     store.put(f"{run_prefix}/manifest.json", _json_bytes(manifest))
     _write_status(store, run_prefix, status, {"reason": breaker["reason"]})
+    record_action(
+        store,
+        prefix,
+        "hold" if held else "publish",
+        breaker["reason"],
+        "nightly",
+        run_id=run_id,
+        run_date=context.run_date,
+    )
     if held:
         message = f"HELD, latest.json untouched: {breaker['reason']}"
         return Published(run_prefix, manifest, "held", False, message)

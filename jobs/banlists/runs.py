@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from jobs.banlists.audit import record_action
 from jobs.core.store import ObjectStore, StoreError
 
 
@@ -145,22 +146,32 @@ def find_run(store: ObjectStore, prefix: str, run_id: str) -> dict[str, Any]:
     raise KeyError(f"no run {run_id!r} under {store.describe()}/{prefix}")
 
 
-def release(store: ObjectStore, prefix: str, run_id: str, note: str) -> Published:
-    """Publish a held run after review: verify it and move ``latest.json`` to it if newest."""
+def release(
+    store: ObjectStore, prefix: str, run_id: str, note: str, by: str | None = None
+) -> Published:
+    """Publish a held run after review: verify it and move ``latest.json`` to it if newest.
+
+    The release is written to the audit log (:mod:`jobs.banlists.audit`) with ``by``.
+    """
     run = find_run(store, prefix, run_id)
     if run["status"] != "held":
         raise ValueError(f"run {run_id} is {run['status']}, only a held run can be released")
     manifest = json.loads(store.get(f"{run['prefix']}/manifest.json"))
     latest = latest_pointer(store, prefix)
     _write_status(store, run["prefix"], "published", {"reason": note})
+    record_action(store, prefix, "release", note, by, run_id=run_id, run_date=run["run_date"])
     in_force = latest is None or run["run_date"] >= latest["run_date"]
     if in_force:
         _point_latest(store, prefix, run["prefix"])
     return Published(run["prefix"], manifest, "published", in_force, f"released: {note}")
 
 
-def revoke(store: ObjectStore, prefix: str, run_id: str, reason: str) -> dict[str, Any] | None:
+def revoke(
+    store: ObjectStore, prefix: str, run_id: str, reason: str, by: str | None = None
+) -> dict[str, Any] | None:
     """Mark a run revoked; if it was in force, point ``latest.json`` at the newest good run.
+
+    The revoke is written to the audit log (:mod:`jobs.banlists.audit`) with ``by``.
 
     Returns:
         The new ``latest.json`` content (``None`` when no published run is left, in which case
@@ -172,6 +183,7 @@ def revoke(store: ObjectStore, prefix: str, run_id: str, reason: str) -> dict[st
     if run["status"] == "revoked":
         raise ValueError(f"run {run_id} is already revoked")
     _write_status(store, run["prefix"], "revoked", {"reason": reason})
+    record_action(store, prefix, "revoke", reason, by, run_id=run_id, run_date=run["run_date"])
     latest = latest_pointer(store, prefix)
     if latest is not None and latest["run_id"] != run_id:
         return latest

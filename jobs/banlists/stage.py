@@ -23,6 +23,8 @@ from jobs.banlists.actions import (
     attach_evidence,
     load_allowlist,
 )
+from jobs.banlists.decisions import decisions_folder
+from jobs.banlists.journal import last_key
 from jobs.banlists.publish import RunContext, publish
 from jobs.communities.stage import load as load_graph
 from jobs.core.stage import StageContext
@@ -62,6 +64,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         inputs={
             "lookback_days": settings.ingest.lookback_days,
             "tables": dict(ctx.earlier.get("ingest", {})),
+            # a decision made since a run changes what a re-run of its date must list
+            "decisions": last_key(store, decisions_folder(settings.publish.prefix)),
         },
         entity_hash_key_id=settings.entity_hash_key().key_id,
     )
@@ -76,6 +80,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         allowlisted=allowlisted,
         release_held=ctx.release_held,
         attachments=attach,
+        farm_members=graph["communities"]
+        .where(F.col("farm_id").isNotNull())
+        .select("account_id", "farm_id")
+        .toPandas(),
     )
     layout.banlist.write_bytes(banlist.to_parquet(index=False))
     return {

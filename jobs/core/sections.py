@@ -321,6 +321,16 @@ class BanSettings(_Section):
     breaker_min_input_share: float = Field(default=0.8, ge=0, le=1)
     """Hold a run in which an input table's accepted rows fall below this share of its median
     over the trailing published runs with the same look-back; 0 turns it off."""
+    lineage_link_share: float = Field(default=0.3, gt=0, le=1)
+    """A farm candidate continues an earlier farm when the accounts they share are at least
+    this share of the smaller of the two (jobs/banlists/lineage.py)."""
+    lineage_min_shared: int = Field(default=2, ge=1)
+    """Accounts a farm candidate must share with an earlier farm to continue it."""
+    lineage_size_change: float = Field(default=0.1, ge=0)
+    """A continued farm has grown or shrunk when its size moved by this share of the night
+    before's; less is steady."""
+    lineage_dormant_days: int = Field(default=60, ge=0)
+    """A farm unseen for longer leaves the registry (its history stays)."""
 
 
 class ReportSettings(_Section):

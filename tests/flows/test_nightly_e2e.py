@@ -96,6 +96,9 @@ def test_nightly_run_finds_the_campaign_and_publishes(
         "allowlisted.parquet",
         "report.html",
         "profile.json",
+        "farm_registry.parquet",
+        "farm_members.parquet",
+        "farm_history.parquet",
         "manifest.json",
         "status.json",
     }
@@ -108,6 +111,7 @@ def test_nightly_run_finds_the_campaign_and_publishes(
         "action",
         "reasons",
         "model_version",
+        "stable_farm_id",
     ]
     banned = banlist[banlist["action"] == "ban"]
     assert len(banned) == summary["banned"] > 0

@@ -116,6 +116,9 @@ def test_layout_manifest_and_round_trip(tmp_path):
         "farms.parquet",
         "diff.parquet",
         "allowlisted.parquet",
+        "farm_registry.parquet",
+        "farm_members.parquet",
+        "farm_history.parquet",
         "manifest.json",
         "status.json",
     }
@@ -126,6 +129,9 @@ def test_layout_manifest_and_round_trip(tmp_path):
         "farms.parquet",
         "diff.parquet",
         "allowlisted.parquet",
+        "farm_registry.parquet",
+        "farm_members.parquet",
+        "farm_history.parquet",
     }
     for name, meta in manifest["files"].items():
         assert hashlib.sha256((run / name).read_bytes()).hexdigest() == meta["sha256"]

@@ -68,7 +68,8 @@ def test_full_publish_and_read_back(s3_server, bucket):
     raw = boto3.client("s3", endpoint_url=s3_server.url)
     keys = [o["Key"] for o in raw.list_objects_v2(Bucket=BUCKET)["Contents"]]
     run = result.run_prefix
-    assert sorted(keys) == sorted(
+    (audit,) = [k for k in keys if k.startswith("prod/banlists/audit/")]  # the publish record
+    assert sorted(k for k in keys if k != audit) == sorted(
         f"prod/{k}"
         for k in [
             f"{run}/banlist.parquet",
@@ -76,6 +77,9 @@ def test_full_publish_and_read_back(s3_server, bucket):
             f"{run}/farms.parquet",
             f"{run}/diff.parquet",
             f"{run}/allowlisted.parquet",
+            f"{run}/farm_registry.parquet",
+            f"{run}/farm_members.parquet",
+            f"{run}/farm_history.parquet",
             f"{run}/manifest.json",
             f"{run}/status.json",
             "banlists/latest.json",
