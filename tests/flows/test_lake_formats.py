@@ -1,26 +1,33 @@
-"""The nightly run on a Delta and on a pandas-written lake publishes the same list.
+"""The nightly run on a Delta, an ``s3a://`` and a pandas-written lake publishes the same list.
 
 The shared small world (``tests/flows/conftest.py``) is generated from one spec as Parquet
 folders and as Delta tables; its nightly run on the Parquet lake, in local mode, is the
 reference. Here the nightly run reads the Delta lake (in this process, ``lake.format =
-"delta"``); a second run reads the tables rewritten by plain ``pandas.DataFrame.to_parquet``
-(nanosecond timestamps). Both must publish the same run id and byte-identical ban lists (the
-``s3a://`` lake is read by the cluster run of ``test_scale_out.py``). A re-run of the
+"delta"``), and a separate ``farmwatch nightly`` process with ``spark.packages = ["s3a"]`` reads
+the Parquet lake copied to an S3-protocol server (moto) and writes every run intermediate there.
+A third run reads the tables rewritten by plain ``pandas.DataFrame.to_parquet`` (nanosecond
+timestamps). All must publish the same run id and byte-identical ban lists. A re-run of the
 Delta lake at the same versions resumes every stage; after a new commit nothing resumes and
 ingest reads it.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
+import boto3
 import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable, write_deltalake
 from prefect.testing.utilities import prefect_test_harness
+from pyarrow import fs as pafs
 
 from flows.nightly import nightly_flow, prepare_run
 from flows.prepare import stage_context
@@ -29,6 +36,7 @@ from jobs.core.contracts import INPUT_TABLES
 from jobs.ingest import stage as ingest
 
 pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_delta_lake_publishes_the_same_list_and_resumes_by_version(spark, small_world, monkeypatch):
@@ -65,6 +73,54 @@ def test_delta_lake_publishes_the_same_list_and_resumes_by_version(spark, small_
     before, after = reference["ingest"]["signups"], counts["signups"]
     assert (after["read"], after["quarantined"]) == (before["read"] + 1, before["quarantined"] + 1)
     assert after["accepted"] == before["accepted"]
+
+
+def test_s3a_lake_publishes_the_same_list(small_world, s3_server):
+    home, reference = small_world.home, small_world.summary
+    boto3.client("s3", endpoint_url=s3_server.url).create_bucket(Bucket="lake")
+    scheme, _, host = s3_server.url.partition("://")
+    s3 = pafs.S3FileSystem(endpoint_override=host, scheme=scheme, region="us-east-1")
+    pafs.copy_files(str(home / "lake"), "lake/tables", destination_filesystem=s3)
+
+    env = {
+        **os.environ,
+        "FARMWATCH_LAKE__HOME": str(home),
+        "FARMWATCH_LAKE__LAKE": "s3://lake/tables",
+        "FARMWATCH_LAKE__RUNS": "s3://lake/runs",
+        "FARMWATCH_LAKE__ENDPOINT_URL": s3_server.url,
+        "FARMWATCH_LAKE__REGION": "us-east-1",
+        "FARMWATCH_SPARK__PACKAGES": json.dumps(["s3a"]),
+        "FARMWATCH_SPARK__DRIVER_MEMORY": "2g",
+        # every part file is a few requests to moto: fewer files, and one rename per file
+        "FARMWATCH_SPARK__SHUFFLE_PARTITIONS": "2",
+        "FARMWATCH_SPARK__CONF": json.dumps(
+            {"spark.hadoop.mapreduce.fileoutputcommitter.algorithm.version": "2"}
+        ),
+        "FARMWATCH_PUBLISH__TARGET": str(home / "bucket-s3a"),
+    }
+    env.pop("FARMWATCH_CONFIG", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "nightly", "--no-resume"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"accounts banned : {reference['banned']:,}" in done.stdout
+    assert small_world.published(home / "bucket-s3a") == (small_world.run_id, small_world.banlist)
+
+    run = f"lake/runs/dt={reference['run_date']}"
+    written = {
+        info.path.removeprefix(f"{run}/").rsplit("/", 1)[0]
+        for info in s3.get_file_info(pafs.FileSelector(run, recursive=True))
+        if info.path.endswith(".parquet") and "/part-" in info.path
+    }
+    tables = [c.name for c in INPUT_TABLES]
+    expected = {f"accepted/{t}" for t in tables} | {f"quarantine/{t}" for t in tables}
+    expected |= {"graph/communities", "graph/account_links", "features", "scores"}
+    assert expected <= written, sorted(expected - written)
 
 
 def _rewrite_with_pandas(source: Path, target: Path) -> None:
