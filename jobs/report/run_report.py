@@ -12,6 +12,7 @@ the publish stage (:mod:`jobs.banlists.stage`) through :func:`report_attachments
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from pyspark.sql import functions as F
@@ -34,6 +35,12 @@ from jobs.report.farm_graphs import binding_edges, sample_members
 from jobs.report.html import REPORT_FILE, ReportData, render
 
 
+def _from_summary(ctx: StageContext, stage: str, key: str, count: Callable[[], int]) -> int:
+    """A figure an earlier stage of this run already counted; counted here only when run alone."""
+    summary = ctx.earlier.get(stage) or {}
+    return int(summary[key]) if key in summary else count()
+
+
 def report_attachments(
     ctx: StageContext, store: ObjectStore, prefix: str
 ) -> tuple[Attachments, dict[str, Any]]:
@@ -54,7 +61,7 @@ def report_attachments(
         relative_error = settings.report.profile_relative_error
         profile = {
             "run_date": draft.run_date,
-            "accounts": scores.count(),
+            "accounts": _from_summary(ctx, "score", "accounts_scored", scores.count),
             "features": quantile_profile(features, FEATURE_COLUMNS, relative_error),
             SCORE_KEY: quantile_profile(scores, [SCORE_KEY], relative_error)[SCORE_KEY],
         }
@@ -90,10 +97,15 @@ def report_attachments(
                 "breaker_reason": draft.breaker["reason"],
                 "model_version": ctx.model_version,
                 "accounts_scored": profile["accounts"],
-                "farm_candidates": communities.where(F.col("farm_id").isNotNull())
-                .select("farm_id")
-                .distinct()
-                .count(),
+                "farm_candidates": _from_summary(
+                    ctx,
+                    "communities",
+                    "farm_candidates",
+                    communities.where(F.col("farm_id").isNotNull())
+                    .select("farm_id")
+                    .distinct()
+                    .count,
+                ),
             },
             banlist=draft.banlist,
             farms=draft.farms,
