@@ -6,7 +6,8 @@ for tests that need it goes under ``tmp_path`` via the ``farmwatch_home`` fixtur
 starts moto's standalone S3 server as a separate process on a free loopback port, waits until
 it answers, and always stops it; it can be killed and restarted with its objects intact (moto's
 request journal is replayed into the new process), which is how the fault tests simulate an S3
-endpoint dying in the middle of a publish.
+endpoint dying in the middle of a publish. ``webhook`` is a loopback HTTP endpoint that keeps
+the JSON bodies POSTed to it, for the flows' notifications.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -287,6 +290,43 @@ def mlflow_server(tmp_path: Path) -> Iterator[MlflowServer]:
 CLUSTER_SCRIPT = Path(__file__).resolve().parents[1] / "infra" / "spark-local-cluster.sh"
 
 
+class Webhook:
+    """A loopback HTTP endpoint that records the JSON body of every POST (``received``)."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        received = self.received
+
+        class _Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's naming)
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self._server = HTTPServer(("127.0.0.1", 0), _Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop listening (later POSTs fail to connect); safe to call twice."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    hook = Webhook()
+    try:
+        yield hook
+    finally:
+        hook.stop()
+
+
 def wait_for_log(path: Path, text: str, count: int = 1, timeout: float = 120.0) -> None:
     """Wait until ``text`` appears ``count`` times in a log file."""
     deadline = time.monotonic() + timeout
@@ -317,12 +357,12 @@ def spark_cluster(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def spark_connect_server(tmp_path: Path) -> Iterator[str]:
-    """A Spark Connect server (local[2] behind it) on loopback (infra script)."""
+def spark_connect_server(spark_cluster: str, tmp_path: Path) -> Iterator[str]:
+    """A Spark Connect server on loopback whose jobs run on the standalone cluster above."""
     state = tmp_path / "spark-connect"
     port = free_port()
     try:
-        _cluster_script(state, "start-connect", str(port), "local[2]")
+        _cluster_script(state, "start-connect", str(port), spark_cluster)
         wait_for_log(state / "connect.log", "Spark Connect server started")
         yield f"sc://127.0.0.1:{port}"
     finally:

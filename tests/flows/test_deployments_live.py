@@ -4,25 +4,27 @@ Starts ``prefect server start`` on a free loopback port (SQLite), moto's S3 serv
 ``farmwatch serve`` as a separate process pointed at both. Through the Prefect API it checks
 that the nightly and weekly deployments exist with their schedules and limits, triggers a
 nightly run on the shared small world's lake with its champion (read only; this test has its
-own home, runs and bucket) and waits for it (state, artifact, ban list on S3), then kills the
-S3 server and triggers another date: the publish step retries, the run ends Failed with a
-readable reason, a webhook hears about it, and the list in force is untouched. Finally a
-backfill over both dates skips the published one and resumes the failed one after its last
-finished stage.
+own home and bucket) and waits for it (state, artifact, ban list on S3), then kills the S3
+server and triggers another date: the publish step retries, the run ends Failed with a readable
+reason, a webhook hears about it, and the list in force is untouched. Finally a backfill over
+both dates skips the published one and resumes the failed one after its last finished stage.
+
+The home starts with a copy of the small world's finished stages for its date, and the bucket's
+key is the small world's: the same inputs, settings and model, so the first run resumes them
+and computes only its publish step (what this test is about), which also checks that stages
+resume in another home when nothing upstream changed.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
+import shutil
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from datetime import date, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import boto3
@@ -35,32 +37,12 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from flows.serve import NIGHTLY_DEPLOYMENT, RETRAIN_DEPLOYMENT, backfill_flow
 from jobs.banlists.runs import latest_pointer, list_runs
 from jobs.core.config import PublishSettings
+from jobs.core.hash_key import KEY_FILE_NAME
 from jobs.core.store import S3Store
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "trust-banlists"
-
-
-class _Hook(BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self):  # noqa: N802
-        _Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def webhook():
-    server = HTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
-    server.server_close()
 
 
 def _wait_for_deployments(names: list[str], timeout: float = 240) -> dict:
@@ -84,11 +66,14 @@ def test_served_deployments_run_retry_and_fail_safely(
         "FARMWATCH_MODEL__TRACKING_URI": f"sqlite:///{small_world.home / 'mlflow.db'}",
         "FARMWATCH_PUBLISH__TARGET": f"s3://{BUCKET}",
         "FARMWATCH_PUBLISH__ENDPOINT_URL": s3_server.url,
-        "FARMWATCH_PUBLISH__ENTITY_HASH_KEY": secrets.token_hex(32),  # required for a bucket
+        # required for a bucket; the small world's, so its finished stages resume here
+        "FARMWATCH_PUBLISH__ENTITY_HASH_KEY": (small_world.home / KEY_FILE_NAME)
+        .read_text()
+        .strip(),
         "FARMWATCH_PUBLISH__S3_MAX_ATTEMPTS": "1",
         "FARMWATCH_PUBLISH__S3_CONNECT_TIMEOUT_SECONDS": "1",
         "FARMWATCH_ORCHESTRATION__IO_RETRY_DELAYS_SECONDS": "[1, 1]",
-        "FARMWATCH_ORCHESTRATION__WEBHOOK_URL": webhook,
+        "FARMWATCH_ORCHESTRATION__WEBHOOK_URL": webhook.url,
         "FARMWATCH_SPARK__DRIVER_MEMORY": "3g",
     }
     for key, value in env.items():
@@ -96,6 +81,7 @@ def test_served_deployments_run_retry_and_fail_safely(
     store = S3Store(BUCKET, "", PublishSettings(endpoint_url=s3_server.url))
     end = small_world.summary["run_date"]
     day_before = (date.fromisoformat(end) - timedelta(days=1)).isoformat()
+    shutil.copytree(small_world.home / "runs" / f"dt={end}", farmwatch_home / "runs" / f"dt={end}")
 
     with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
         log = (tmp_path / "serve.log").open("w")
@@ -127,6 +113,17 @@ def test_served_deployments_run_retry_and_fail_safely(
             assert "| seconds.publish |" in summary[0].data
             in_force = latest_pointer(store)
             assert in_force["run_date"] == end
+            assert f"run={in_force['run_id']}" == small_world.run_id  # same inputs, same run
+            resumed = json.loads(
+                (farmwatch_home / "runs" / f"dt={end}" / "report.json").read_text()
+            )
+            assert resumed["resumed_stages"] == [
+                "ingest",
+                "graph",
+                "communities",
+                "features",
+                "score",
+            ]
 
             s3_server.kill()  # the bucket's endpoint goes down before the next run publishes
             bad = run_deployment(
@@ -147,7 +144,7 @@ def test_served_deployments_run_retry_and_fail_safely(
             assert publish and publish[0].run_count == 3  # the first try and two retries
             assert publish[0].state.is_failed()
             assert any(
-                m["event"] == "run_failed" and m["run_date"] == day_before for m in _Hook.received
+                m["event"] == "run_failed" and m["run_date"] == day_before for m in webhook.received
             )
         finally:
             serve.terminate()

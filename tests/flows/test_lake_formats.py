@@ -6,9 +6,9 @@ reference. Here the nightly run reads the Delta lake (in this process, ``lake.fo
 "delta"``), and a separate ``farmwatch nightly`` process with ``spark.packages = ["s3a"]`` reads
 the Parquet lake copied to an S3-protocol server (moto) and writes every run intermediate there.
 A third run reads the tables rewritten by plain ``pandas.DataFrame.to_parquet`` (nanosecond
-timestamps). All must publish the same run id and byte-identical ban lists. A re-run of the
-Delta lake at the same versions resumes every stage; after a new commit nothing resumes and
-ingest reads it.
+timestamps, dates as strings, a narrower integer). All must publish the same run id and
+byte-identical ban lists. A re-run of the Delta lake at the same versions resumes every stage;
+after a new commit nothing resumes and ingest reads it.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pyarrow import fs as pafs
 from flows.nightly import nightly_flow, prepare_run
 from flows.prepare import stage_context
 from jobs.core.config import load_settings
-from jobs.core.contracts import INPUT_TABLES
+from jobs.core.contracts import API_USAGE, INPUT_TABLES
 from jobs.ingest import stage as ingest
 
 pytestmark = pytest.mark.e2e
@@ -124,12 +124,16 @@ def test_s3a_lake_publishes_the_same_list(small_world, s3_server):
 
 
 def _rewrite_with_pandas(source: Path, target: Path) -> None:
-    """Every input table as a team preparing data in Python writes it: plain ``to_parquet``."""
+    """Every input table as a team preparing data in Python writes it: plain ``to_parquet``,
+    nanosecond timestamps, dates kept as ISO strings, a narrower integer column."""
     for contract in INPUT_TABLES:
         frame = pd.read_parquet(source / contract.name)
         for column in frame.columns:
             if str(frame[column].dtype).startswith("datetime64"):
                 frame[column] = frame[column].dt.as_unit("ns")  # pandas' own unit
+        if contract is API_USAGE:
+            frame["usage_date"] = frame["usage_date"].astype(str)
+            frame["requests"] = frame["requests"].astype("int32")
         (target / contract.name).mkdir(parents=True)
         frame.to_parquet(target / contract.name / "part-0.parquet")
 

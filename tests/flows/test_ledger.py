@@ -4,8 +4,6 @@ backfill ranges, and failure notifications reach a real HTTP endpoint."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
@@ -92,55 +90,32 @@ def test_dates_between():
         dates_between("2026-06-02", "2026-06-01")
 
 
-class _Capture(BaseHTTPRequestHandler):
-    received: list[dict] = []
-
-    def do_POST(self):  # noqa: N802 (http.server's naming)
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        _Capture.received.append(json.loads(body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-def test_notifications_reach_the_webhook_and_never_raise():
-    server = HTTPServer(("127.0.0.1", 0), _Capture)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-        assert notify(url, "banlist_held", "40 bans exceed 3x", run_date="2026-06-05")
-        assert _Capture.received[-1] == {
-            "event": "banlist_held",
-            "message": "40 bans exceed 3x",
-            "text": "farmwatch banlist_held: 40 bans exceed 3x",
-            "run_date": "2026-06-05",
-        }
-    finally:
-        server.shutdown()
-        server.server_close()
+def test_notifications_reach_the_webhook_and_never_raise(webhook):
+    url = webhook.url
+    assert notify(url, "banlist_held", "40 bans exceed 3x", run_date="2026-06-05")
+    assert webhook.received[-1] == {
+        "event": "banlist_held",
+        "message": "40 bans exceed 3x",
+        "text": "farmwatch banlist_held: 40 bans exceed 3x",
+        "run_date": "2026-06-05",
+    }
+    webhook.stop()
     assert notify(url, "run_failed", "boom") is False  # endpoint gone: logged, not raised
     assert notify(None, "run_failed", "boom") is False
 
 
-def test_drift_alerts_reach_the_webhook_and_a_quiet_run_sends_nothing():
-    server = HTTPServer(("127.0.0.1", 0), _Capture)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-        published = {"run_id": "r1", "report": "banlists/dt=2026-06-06/run=r1/report.html"}
-        alert = "1 of the 3 farms banned last night vanished (1) or shrank (0)"
-        loud = {"published": {**published, "store": "/b", "drift": {"alerts": [alert]}}}
-        quiet = {"published": {**published, "drift": {"alerts": []}}}
-        before = len(_Capture.received)
-        assert notify_drift(url, "2026-06-06", quiet) is False
-        assert notify_drift(url, "2026-06-06", {"published": published}) is False
-        assert len(_Capture.received) == before
-        assert notify_drift(url, "2026-06-06", loud)
-        assert _Capture.received[-1] == {
+def test_drift_alerts_reach_the_webhook_and_a_quiet_run_sends_nothing(webhook):
+    url = webhook.url
+    published = {"run_id": "r1", "report": "banlists/dt=2026-06-06/run=r1/report.html"}
+    alert = "1 of the 3 farms banned last night vanished (1) or shrank (0)"
+    loud = {"published": {**published, "store": "/b", "drift": {"alerts": [alert]}}}
+    quiet = {"published": {**published, "drift": {"alerts": []}}}
+    assert notify_drift(url, "2026-06-06", quiet) is False
+    assert notify_drift(url, "2026-06-06", {"published": published}) is False
+    assert webhook.received == []
+    assert notify_drift(url, "2026-06-06", loud)
+    assert webhook.received == [
+        {
             "event": "drift_alert",
             "message": alert,
             "text": f"farmwatch drift_alert: {alert}",
@@ -149,6 +124,4 @@ def test_drift_alerts_reach_the_webhook_and_a_quiet_run_sends_nothing():
             "report": "banlists/dt=2026-06-06/run=r1/report.html",
             "store": "/b",
         }
-    finally:
-        server.shutdown()
-        server.server_close()
+    ]

@@ -13,16 +13,13 @@ from datetime import date, datetime
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from jobs.core.config import IngestSettings, LakeSettings, Settings
-from jobs.core.contracts import API_USAGE, INPUT_TABLES, IP_EVENTS, SIGNUPS
+from jobs.core.contracts import IP_EVENTS, SIGNUPS
 from jobs.core.layout import RunLayout
 from jobs.core.stage import StageContext
 from jobs.ingest import stage as ingest
-from jobs.world.generate import generate
-from jobs.world.spec import build_spec
 
 
 def _lake(root):
@@ -153,38 +150,3 @@ def test_a_lake_written_by_pandas_is_ingested_with_the_right_counts(spark, tmp_p
     }
     assert (usage["a1"]["usage_date"], usage["a1"]["requests"]) == (date(2026, 6, 1), 26)
     assert (usage["a2"]["tokens"], usage["a1"]["active_hours_mask"]) == (None, 16128)
-
-
-def test_a_generated_world_rewritten_by_pandas_is_ingested_as_the_original(spark, tmp_path):
-    """The generator's lake (Spark-written) and the same rows as pandas writes them ingest alike."""
-    spec = build_spec("distillation-campaign", 1_000, seed=5)
-    generate(spark, spec, tmp_path / "lake")
-    for contract in INPUT_TABLES:
-        frame = pd.read_parquet(tmp_path / "lake" / contract.name)  # timestamps as datetime64[ns]
-        if contract is API_USAGE:
-            frame["usage_date"] = frame["usage_date"].astype(str)
-            frame["requests"] = frame["requests"].astype("int32")
-        if contract is SIGNUPS:
-            frame = frame.drop(columns=["client_fingerprint"])
-        (tmp_path / "pandas" / contract.name).mkdir(parents=True)
-        frame.to_parquet(tmp_path / "pandas" / contract.name / "part-0.parquet")
-
-    def ingest_lake(lake):
-        settings = Settings(lake=LakeSettings(home=tmp_path, lake=tmp_path / lake))
-        layout = RunLayout(tmp_path / f"run-{lake}")
-        layout.root.mkdir()
-        ctx = StageContext(spark, settings, layout, date.fromisoformat(spec.end_date))
-        return ingest.run(ctx, now=datetime(2026, 6, 6)), layout
-
-    original, original_run = ingest_lake("lake")
-    rewritten, rewritten_run = ingest_lake("pandas")
-    assert rewritten["signups"].pop("missing_columns") == ["client_fingerprint"]
-    original["signups"].pop("missing_columns")
-    assert rewritten == original
-    assert original["ip_events"]["accepted"] > 1000
-    for contract in INPUT_TABLES:
-        expected = spark.read.parquet(str(original_run.accepted(contract.name)))
-        if contract is SIGNUPS:
-            expected = expected.withColumn("client_fingerprint", F.lit(None).cast("string"))
-        got = spark.read.parquet(str(rewritten_run.accepted(contract.name)))
-        assertDataFrameEqual(got, expected)
