@@ -1,9 +1,12 @@
-"""Benchmark: the nightly pipeline stage by stage on a generated world.
+"""Benchmark: the nightly pipeline stage by stage, and each stage part by part.
 
 Generates a ``distillation-campaign`` world of ``--accounts`` accounts (or reuses ``--lake``),
-trains a model, runs the nightly flow, and records the seconds of each stage (from the flow's
-own timings), the wall time of training and of the whole nightly run, and the ground-truth
-figures. Writes JSON (default ``benchmarks/results/nightly.json``).
+trains a model, runs the nightly flow with every stage recomputed, and records the seconds of
+each stage and of its parts (the flow's own timings: a part ends where Spark computed and wrote
+something, see ``jobs/core/timing.py``), the wall time of training and of the whole nightly
+run, the ground-truth figures and the SHA-256 of the ban list. ``--expect OLD.json`` compares
+that digest with an earlier result's (the same world and code must give the same list, bit for
+bit). Prints a stage/part table and writes JSON (default ``benchmarks/results/nightly.json``).
 
     .venv/bin/python benchmarks/bench_nightly.py --accounts 1000000
 """
@@ -11,8 +14,11 @@ figures. Writes JSON (default ``benchmarks/results/nightly.json``).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import time
+from pathlib import Path
 
 from benchkit import bench_home, write_result
 
@@ -23,6 +29,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--lake", help="reuse a generated world instead of generating one")
     parser.add_argument("--out", default="benchmarks/results/nightly.json")
+    parser.add_argument("--expect", help="an earlier result JSON whose ban list must be equal")
     args = parser.parse_args()
 
     bench_home("nightly", args.lake)
@@ -50,6 +57,7 @@ def main() -> None:
     start = time.perf_counter()
     summary = nightly_flow(resume=False)  # measure every stage, not the ones training left
     nightly_seconds = time.perf_counter() - start
+    banlist = hashlib.sha256(Path(summary["report_path"]).with_name("banlist.parquet").read_bytes())
     result = {
         "benchmark": "nightly",
         "accounts": summary["accounts_scored"],
@@ -57,13 +65,29 @@ def main() -> None:
         "train_flow_seconds": round(train_seconds, 1),
         "nightly_flow_seconds": round(nightly_seconds, 1),
         "nightly_stage_seconds": {k: round(v, 1) for k, v in summary["stage_seconds"].items()},
+        "nightly_part_seconds": summary["part_seconds"],
+        "banlist_sha256": banlist.hexdigest(),
         "components_backend": summary["components_backend"],
         "holdout": trained["metrics"],
         "ground_truth": summary.get("ground_truth"),
         "banned": summary["banned"],
         "machine": {"nproc": os.cpu_count(), "spark_master": settings.spark.master},
     }
+    if args.expect:
+        expected = json.loads(Path(args.expect).read_text())["banlist_sha256"]
+        result["same_banlist_as_expected"] = expected == result["banlist_sha256"]
     write_result(result, args.out)
+    print(part_table(result["nightly_stage_seconds"], result["nightly_part_seconds"]))
+
+
+def part_table(stages: dict[str, float], parts: dict[str, dict[str, float]]) -> str:
+    """A markdown table: each stage's seconds, then its parts' seconds under it."""
+    lines = ["| stage | part | seconds |", "|---|---|---:|"]
+    for stage, seconds in stages.items():
+        lines.append(f"| **{stage}** | | **{seconds:.1f}** |")
+        for part, part_seconds in parts.get(stage, {}).items():
+            lines.append(f"| | {part} | {part_seconds:.1f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

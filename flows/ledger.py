@@ -24,6 +24,7 @@ from typing import Any
 
 from jobs.core.lake import ObjectPath, write_text_atomic
 from jobs.core.tables import DELTA_LOG
+from jobs.core.timing import part_clock
 
 
 class RunLocked(RuntimeError):
@@ -105,6 +106,7 @@ class StageLedger:
         self.key = hashlib.sha256(seed.encode()).hexdigest()[:16]
         self.resume = resume
         self.seconds: dict[str, float] = {}
+        self.parts: dict[str, dict[str, float]] = {}  # stage -> part -> seconds (ran stages)
         self.skipped: list[str] = []
 
     def run(self, name: str, fn: Callable[..., Any], *args: Any, depends_on: str = "") -> Any:
@@ -128,13 +130,16 @@ class StageLedger:
                 self.seconds[name] = 0.0
                 return saved["result"]
         start = time.perf_counter()
-        result = fn(*args)
+        with part_clock() as clock:
+            result = fn(*args)
         self.seconds[name] = time.perf_counter() - start
+        self.parts[name] = clock.finish()
         self.folder.mkdir(parents=True, exist_ok=True)
         record = {
             "key": self.key,
             "result": result,
             "seconds": round(self.seconds[name], 1),
+            "part_seconds": self.parts[name],
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         write_text_atomic(marker, json.dumps(record, indent=2, default=str))

@@ -188,7 +188,11 @@ def nightly_flow(
             release_held,
             depends_on=f"{target}|{settings.publish.prefix}|{release_held}",
         )
-        earlier["ledger"] = {"seconds": ledger.seconds, "skipped": ledger.skipped}
+        earlier["ledger"] = {
+            "seconds": ledger.seconds,
+            "skipped": ledger.skipped,
+            "parts": ledger.parts,
+        }
         summary = report_task(settings, day, version, earlier)
     summary.update(ingest=earlier["ingest"])
     return summary

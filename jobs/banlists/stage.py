@@ -29,6 +29,7 @@ from jobs.banlists.publish import RunContext, publish
 from jobs.communities.stage import load as load_graph
 from jobs.core.stage import StageContext
 from jobs.core.store import store_for
+from jobs.core.timing import mark
 from jobs.ingest.stage import load_accepted
 from jobs.report.html import REPORT_FILE
 from jobs.report.run_report import report_attachments
@@ -54,6 +55,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         anomaly.select("farm_id", F.col("evidence").alias("group_evidence")), "farm_id", "left"
     )
     banlist = listed.toPandas()
+    mark("banlist")
     banlist.attrs = {}  # Spark Connect attaches query metrics that pandas cannot serialise
     store = store_for(settings.publish.target_for(settings.home), settings.publish)
     identity = RunContext(
@@ -85,6 +87,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         .select("account_id", "farm_id")
         .toPandas(),
     )
+    mark("publish")  # the lists, the registry and the report written, read back and pointed at
     layout.banlist.write_bytes(banlist.to_parquet(index=False))
     return {
         "prefix": result.run_prefix,

@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 from jobs.communities.stage import load as load_graph
 from jobs.core.lake import persist
 from jobs.core.stage import StageContext
+from jobs.core.timing import mark
 from jobs.features.account import ACCOUNT_FEATURES, account_features, known_bad_members
 from jobs.features.anomaly import group_anomaly
 from jobs.features.group_signals import account_profile
@@ -67,6 +68,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         backend=settings.graph.neighbour_backend,
         local_max_paths=settings.graph.neighbour_local_max_paths,
     )
+    mark("neighbourhood")  # the local backend computed it above; Spark's runs in "features"
     known_bad = known_bad_members(graph["communities"], tables["labels"], ctx.window_end)
     features = feature_table(accounts, graph["communities"], anomaly, neighbours, known_bad)
     features = persist(features, layout.features)

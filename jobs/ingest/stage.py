@@ -19,6 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 from jobs.core.contracts import INPUT_TABLES
 from jobs.core.layout import RunLayout
 from jobs.core.stage import StageContext
+from jobs.core.timing import mark
 from jobs.ingest.encodings import missing_optional_columns
 from jobs.ingest.validate import (
     InputTableError,
@@ -67,6 +68,7 @@ def run(ctx: StageContext, now: datetime | None = None) -> dict[str, Any]:
         n_quarantined = spark.read.parquet(str(quarantine_path)).count()
         n_outside = outside.count()
         n_read = raw.count() - n_outside
+        mark(contract.name)
         table_counts = TableCounts(
             contract.name,
             n_read,

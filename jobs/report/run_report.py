@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from jobs.banlists.publish import Attachments, Draft
 from jobs.core.stage import StageContext
 from jobs.core.store import ObjectStore
+from jobs.core.timing import mark
 from jobs.features.table import FEATURE_COLUMNS
 from jobs.report.drift import (
     PROFILE_FILE,
@@ -125,8 +126,10 @@ def report_attachments(
             drift=drift,
             bans_by_farm_age=by_age.to_dict(orient="records"),
         )
+        page = render(data)
+        mark("report")
         return {
-            REPORT_FILE: render(data),
+            REPORT_FILE: page,
             PROFILE_FILE: json.dumps(profile, indent=1, sort_keys=True).encode(),
         }
 

@@ -38,6 +38,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "missing_columns": missing_columns(earlier.get("ingest", {})),
         "components_backend": communities["components_backend"],
         "stage_seconds": earlier.get("ledger", {}).get("seconds", {}),
+        "part_seconds": earlier.get("ledger", {}).get("parts", {}),
         "resumed_stages": earlier.get("ledger", {}).get("skipped", []),
         "report_path": str(layout.report),
     }

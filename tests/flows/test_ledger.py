@@ -4,12 +4,14 @@ backfill ranges, and failure notifications reach a real HTTP endpoint."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from flows.ledger import RunLocked, StageLedger, input_digest, run_lock
 from flows.notify import notify, notify_drift
 from flows.serve import dates_between
+from jobs.core.timing import mark
 
 
 def test_ledger_skips_finished_stages_and_reruns_from_the_first_change(tmp_path):
@@ -58,6 +60,29 @@ def test_a_failed_stage_is_not_recorded(tmp_path):
     again = StageLedger(tmp_path / "_stages", "seed", True)
     assert again.run("ingest", lambda: 99) == 1
     assert again.run("graph", lambda: 2) == 2
+
+
+def test_the_ledger_records_the_parts_a_stage_marked(tmp_path):
+    def stage():
+        time.sleep(0.05)
+        mark("entities")
+        time.sleep(0.02)
+        mark("links")
+        time.sleep(0.01)
+        return {"links": 3}
+
+    ledger = StageLedger(tmp_path / "_stages", "seed", True)
+    assert ledger.run("graph", stage) == {"links": 3}
+    parts = ledger.parts["graph"]
+    assert list(parts) == ["entities", "links", "other"]
+    assert parts["entities"] >= 0.05 and parts["links"] >= 0.02 and parts["other"] >= 0.01
+    assert sum(parts.values()) == pytest.approx(ledger.seconds["graph"], abs=0.02)
+    marker = json.loads((tmp_path / "_stages" / "graph.json").read_text())
+    assert marker["part_seconds"] == parts
+    mark("outside")  # no clock runs: nothing happens
+    again = StageLedger(tmp_path / "_stages", "seed", True)
+    again.run("graph", stage)
+    assert again.skipped == ["graph"] and again.parts == {}  # a resumed stage has no parts
 
 
 def test_two_runs_never_overlap(tmp_path):

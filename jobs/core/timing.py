@@ -1,0 +1,56 @@
+"""Seconds per part of a stage, so a benchmark shows where a change lands.
+
+In: :func:`mark` calls from stage code at the points where Spark has just computed something
+(every :func:`jobs.core.lake.persist` is one: the write runs the plan since the last mark).
+Out: inside :func:`part_clock`, the seconds between consecutive marks, by part name (a part
+marked twice adds up), and what no mark claimed as ``other``. Outside a clock, :func:`mark`
+does nothing. Called by the flows' stage ledger (:mod:`flows.ledger`), which records the parts
+of every stage it runs, and by the stages.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+
+class PartClock:
+    """Seconds between consecutive marks, by part."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.parts: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        """Give the seconds since the last mark (or the start) to ``name``."""
+        now = time.perf_counter()
+        self.parts[name] = self.parts.get(name, 0.0) + now - self.last
+        self.last = now
+
+    def finish(self) -> dict[str, float]:
+        """The parts, with the seconds after the last mark as ``other``, rounded to 0.01 s."""
+        self.mark("other")
+        return {name: round(seconds, 2) for name, seconds in self.parts.items()}
+
+
+_CLOCK: ContextVar[PartClock | None] = ContextVar("farmwatch_part_clock", default=None)
+
+
+@contextmanager
+def part_clock() -> Iterator[PartClock]:
+    """A clock that :func:`mark` calls in this context (and the Prefect tasks it calls) reach."""
+    clock = PartClock()
+    token = _CLOCK.set(clock)
+    try:
+        yield clock
+    finally:
+        _CLOCK.reset(token)
+
+
+def mark(name: str) -> None:
+    """End the part ``name`` on the current clock; nothing when no clock runs."""
+    clock = _CLOCK.get()
+    if clock is not None:
+        clock.mark(name)
