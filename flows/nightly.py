@@ -31,8 +31,10 @@ from flows.notify import notify, notify_drift
 from flows.prepare import prepare_features, prepare_run, stage_context
 from flows.runtime import resolve_run_date, settings_for
 from jobs.banlists import stage as publishing
+from jobs.banlists.decisions import decisions_folder
+from jobs.banlists.journal import last_key
 from jobs.core.config import Settings
-from jobs.core.store import StoreError, StoreUnavailable
+from jobs.core.store import StoreError, StoreUnavailable, store_for
 from jobs.report import stage as reporting
 from jobs.report.summary import drift_alerts, render_markdown
 from jobs.scoring import stage as scoring
@@ -137,6 +139,21 @@ def io_task(task_fn: Any, settings: Settings) -> Any:
     )
 
 
+def _decisions_marker(settings: Settings) -> str:
+    """The newest trust decision's id, in the publish stage's ledger key.
+
+    A re-run of a published date after a decision must publish again (the decision is in the
+    run's inputs, so it is a new run that applies it), not resume the old publish. When the
+    store cannot be listed, a marker that matches nothing: the publish stage then runs, retries
+    and reports the store's error itself.
+    """
+    try:
+        store = store_for(settings.publish.target_for(settings.home), settings.publish)
+        return last_key(store, decisions_folder(settings.publish.prefix)) or "none"
+    except (StoreError, OSError) as exc:
+        return f"unlisted {time.time_ns()} ({type(exc).__name__})"
+
+
 @flow(name="farmwatch-nightly", log_prints=True, on_failure=[_on_failure])
 def nightly_flow(
     run_date: str | None = None,
@@ -186,7 +203,9 @@ def nightly_flow(
             version,
             {"ingest": earlier["ingest"]},
             release_held,
-            depends_on=f"{target}|{settings.publish.prefix}|{release_held}",
+            depends_on=(
+                f"{target}|{settings.publish.prefix}|{release_held}|{_decisions_marker(settings)}"
+            ),
         )
         earlier["ledger"] = {
             "seconds": ledger.seconds,

@@ -194,59 +194,6 @@ def s3_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoS
         server.stop()
 
 
-class PrefectServer(LoopbackServer):
-    """``prefect server start`` on a free loopback port with its own SQLite database."""
-
-    def __init__(self, workdir: Path) -> None:
-        super().__init__()
-        self.api_url = f"http://127.0.0.1:{self.port}/api"
-        self.workdir = workdir
-
-    def start(self) -> None:
-        """Start the server and wait until ``/api/health`` answers."""
-        env = {
-            **os.environ,
-            "PREFECT_HOME": str(self.workdir / "home"),
-            "PREFECT_API_DATABASE_CONNECTION_URL": (
-                f"sqlite+aiosqlite:///{self.workdir / 'prefect.db'}"
-            ),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_UI_ENABLED": "false",
-        }
-        env.pop("PREFECT_API_URL", None)
-        command = [_executable("prefect"), "server", "start", "--host", "127.0.0.1"]
-        self.launch(
-            [*command, "--port", str(self.port)],
-            self.workdir / "server.log",
-            f"{self.api_url}/health",
-            env=env,
-            timeout=180,
-        )
-
-
-@pytest.fixture
-def prefect_server(tmp_path: Path) -> Iterator[PrefectServer]:
-    """A real Prefect API server for the test, stopped afterwards."""
-    workdir = tmp_path / "prefect-server"
-    workdir.mkdir()
-    server = PrefectServer(workdir)
-    try:
-        server.start()
-        yield server
-    finally:
-        # Ship queued logs and events while the server is up; otherwise the next Prefect
-        # harness in this process would try to drain them into a server that is gone.
-        from prefect.events.worker import EventsWorker
-        from prefect.logging.handlers import APILogWorker
-
-        for worker in (APILogWorker, EventsWorker):
-            try:
-                worker.drain_all(timeout=30)
-            except Exception:  # noqa: BLE001 (best effort; the server stops regardless)
-                pass
-        server.stop()
-
-
 class MlflowServer(LoopbackServer):
     """``mlflow server`` with a SQLite backend and a local artifact root, on loopback."""
 

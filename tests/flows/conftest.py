@@ -4,8 +4,10 @@
 the campaign once over each family) once per test session, as Parquet folders
 (``<home>/lake``) and, from the same spec, as Delta tables (``<home>/lake-delta``), trains a
 model and runs the nightly flow on the Parquet lake in local mode. Tests that run the same
-nightly job elsewhere (a standalone cluster, Spark Connect, an ``s3a://`` lake, a Delta lake)
-compare their ban list with this one; each writes to its own runs folder and target.
+nightly job elsewhere (Spark Connect on a cluster, an ``s3a://`` lake) compare their ban list
+with this one, and the Delta and pandas-written lakes their accepted rows; each writes to its
+own runs folder and target. ``prefect_harness`` is the one temporary Prefect server that every
+flow run in this process reports to, all session.
 """
 
 from __future__ import annotations
@@ -40,7 +42,16 @@ class PublishedWorld:
 
 
 @pytest.fixture(scope="session")
-def small_world(spark, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PublishedWorld]:
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect server (SQLite) for every flow run in this process, all session."""
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def small_world(
+    spark, prefect_harness, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PublishedWorld]:
     home = tmp_path_factory.mktemp("small-world") / "farmwatch"
     spec = build_spec("dual-stack-campaign", 3_000, seed=3)
     with pytest.MonkeyPatch.context() as patch:
@@ -48,8 +59,7 @@ def small_world(spark, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pub
         patch.delenv("FARMWATCH_CONFIG", raising=False)
         generate(spark, spec, home / "lake")
         generate(spark, spec, home / "lake-delta", "delta")
-        with prefect_test_harness(server_startup_timeout=120):
-            training_flow()
-            summary = nightly_flow()
+        training_flow()
+        summary = nightly_flow()
     assert summary["banned"] > 0
     yield PublishedWorld(home, summary, *PublishedWorld.published(home / "bucket"))

@@ -1,13 +1,14 @@
 """Deployments on a real Prefect server: serve, trigger through the API, retry, fail safely.
 
-Starts ``prefect server start`` on a free loopback port (SQLite), moto's S3 server, and
-``farmwatch serve`` as a separate process pointed at both. Through the Prefect API it checks
-that the nightly and weekly deployments exist with their schedules and limits, triggers a
-nightly run on the shared small world's lake with its champion (read only; this test has its
-own home and bucket) and waits for it (state, artifact, ban list on S3), then kills the S3
-server and triggers another date: the publish step retries, the run ends Failed with a readable
-reason, a webhook hears about it, and the list in force is untouched. Finally a backfill over
-both dates skips the published one and resumes the failed one after its last finished stage.
+Starts ``farmwatch serve`` as a separate process the way a newcomer does, without
+``PREFECT_API_URL``, so it starts its own Prefect server (SQLite) on a free loopback port, plus
+moto's S3 server. Through the Prefect API it checks that the nightly and weekly deployments
+exist with their schedules and limits, triggers a nightly run on the shared small world's lake
+with its champion (read only; this test has its own home and bucket) and waits for it (state,
+artifact, ban list on S3), then kills the S3 server and triggers another date: the publish step
+retries, the run ends Failed with a readable reason, a webhook hears about it, and the list in
+force is untouched. A backfill over both dates then skips the published one and resumes the
+failed one after its last finished stage. When serve stops, its Prefect server is gone too.
 
 The home starts with a copy of the small world's finished stages for its date, and the bucket's
 key is the small world's: the same inputs, settings and model, so the first run resumes them
@@ -58,7 +59,7 @@ def _wait_for_deployments(names: list[str], timeout: float = 240) -> dict:
 
 
 def test_served_deployments_run_retry_and_fail_safely(
-    small_world, farmwatch_home, prefect_server, s3_server, webhook, monkeypatch, tmp_path
+    small_world, farmwatch_home, s3_server, webhook, monkeypatch, tmp_path, loopback_port
 ):
     boto3.client("s3", endpoint_url=s3_server.url).create_bucket(Bucket=BUCKET)
     env = {
@@ -80,116 +81,106 @@ def test_served_deployments_run_retry_and_fail_safely(
         monkeypatch.setenv(key, value)
     store = S3Store(BUCKET, "", PublishSettings(endpoint_url=s3_server.url))
     end = small_world.summary["run_date"]
-    day_before = (date.fromisoformat(end) - timedelta(days=1)).isoformat()
     shutil.copytree(small_world.home / "runs" / f"dt={end}", farmwatch_home / "runs" / f"dt={end}")
 
-    with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
-        log = (tmp_path / "serve.log").open("w")
-        serve = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "serve"],
-            cwd=ROOT,
-            env={**os.environ, "PREFECT_API_URL": prefect_server.api_url},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            found = _wait_for_deployments([NIGHTLY_DEPLOYMENT, RETRAIN_DEPLOYMENT])
-            nightly = found[NIGHTLY_DEPLOYMENT]
-            assert nightly.schedules[0].schedule.cron == "0 2 * * *"
-            assert nightly.global_concurrency_limit.limit == 1
-            assert found[RETRAIN_DEPLOYMENT].schedules[0].schedule.cron == "0 3 * * 0"
-
-            good = run_deployment(
-                NIGHTLY_DEPLOYMENT, parameters={"run_date": end}, timeout=900, poll_interval=3
-            )
-            assert good.state.is_completed(), good.state
-            with get_client(sync_client=True) as client:
-                by_run = FlowRunFilter(id=FlowRunFilterId(any_=[good.id]))
-                artifacts = client.read_artifacts(flow_run_filter=by_run)
-            summary = [a for a in artifacts if a.key == "farmwatch-nightly"]
-            assert summary and "| banned |" in summary[0].data
-            assert "| model_version | 1 |" in summary[0].data
-            assert "| ban_list.status | published |" in summary[0].data
-            assert "| seconds.publish |" in summary[0].data
-            in_force = latest_pointer(store)
-            assert in_force["run_date"] == end
-            assert f"run={in_force['run_id']}" == small_world.run_id  # same inputs, same run
-            resumed = json.loads(
-                (farmwatch_home / "runs" / f"dt={end}" / "report.json").read_text()
-            )
-            assert resumed["resumed_stages"] == [
-                "ingest",
-                "graph",
-                "communities",
-                "features",
-                "score",
-            ]
-
-            s3_server.kill()  # the bucket's endpoint goes down before the next run publishes
-            bad = run_deployment(
-                NIGHTLY_DEPLOYMENT,
-                parameters={"run_date": day_before},
-                timeout=900,
-                poll_interval=3,
-            )
-            assert bad.state.is_failed(), bad.state
-            assert "cannot reach" in (bad.state.message or "") or "cannot reach" in str(
-                bad.state.result(raise_on_failure=False)
-            )
-            with get_client(sync_client=True) as client:
-                tasks = client.read_task_runs(
-                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[bad.id]))
-                )
-            publish = [t for t in tasks if t.name.startswith("publish")]
-            assert publish and publish[0].run_count == 3  # the first try and two retries
-            assert publish[0].state.is_failed()
-            assert any(
-                m["event"] == "run_failed" and m["run_date"] == day_before for m in webhook.received
-            )
-        finally:
-            serve.terminate()
-            serve.wait(timeout=60)
-            log.close()
-
-        s3_server.restart()
-        assert latest_pointer(store) == in_force  # the failed run touched nothing
-
-        # Backfill: the published date is skipped, the failed one resumes after its last stage.
-        outcome = backfill_flow(start=day_before, end=end)
-        assert outcome == {day_before: "published", end: "skipped: published"}
-        runs = {r["run_date"]: r["status"] for r in list_runs(store)}
-        assert runs == {day_before: "published", end: "published"}
-        assert latest_pointer(store)["run_date"] == end  # an older date never takes over
-        report = json.loads(
-            (farmwatch_home / "runs" / f"dt={day_before}" / "report.json").read_text()
-        )
-        assert report["resumed_stages"] == ["ingest", "graph", "communities", "features", "score"]
-
-
-def test_serve_alone_starts_a_prefect_server_with_both_deployments(
-    farmwatch_home, tmp_path, loopback_port
-):
-    """The newcomer's one command: no PREFECT_API_URL, so serve brings its own server."""
-    port = loopback_port
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
-    env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"
+    # The newcomer's one command: no PREFECT_API_URL, so serve starts its own Prefect server.
+    serve_env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    serve_env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    serve_env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"
+    api = f"http://127.0.0.1:{loopback_port}/api"
     log = (tmp_path / "serve.log").open("w")
     serve = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "flows.cli", "serve", "--port", str(loopback_port)],
         cwd=ROOT,
-        env=env,
+        env=serve_env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    api = f"http://127.0.0.1:{port}/api"
     try:
         with temporary_settings(updates={PREFECT_API_URL: api}):
-            _wait_for_deployments([NIGHTLY_DEPLOYMENT, RETRAIN_DEPLOYMENT])
+            _served(small_world, farmwatch_home, s3_server, webhook, store)
     finally:
+        _drain_prefect_workers()  # ship this process's logs while serve's server is up
         serve.terminate()
         serve.wait(timeout=60)
         log.close()
     time.sleep(1)
     with pytest.raises(OSError):  # the server serve started is gone with it
         urllib.request.urlopen(f"{api}/health", timeout=2)
+
+
+def _drain_prefect_workers() -> None:
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=30)
+        except Exception:  # noqa: BLE001 (best effort; the server stops regardless)
+            pass
+
+
+def _served(small_world, farmwatch_home, s3_server, webhook, store) -> None:
+    end = small_world.summary["run_date"]
+    day_before = (date.fromisoformat(end) - timedelta(days=1)).isoformat()
+    found = _wait_for_deployments([NIGHTLY_DEPLOYMENT, RETRAIN_DEPLOYMENT])
+    nightly = found[NIGHTLY_DEPLOYMENT]
+    assert nightly.schedules[0].schedule.cron == "0 2 * * *"
+    assert nightly.global_concurrency_limit.limit == 1
+    assert found[RETRAIN_DEPLOYMENT].schedules[0].schedule.cron == "0 3 * * 0"
+
+    good = run_deployment(
+        NIGHTLY_DEPLOYMENT, parameters={"run_date": end}, timeout=900, poll_interval=3
+    )
+    assert good.state.is_completed(), good.state
+    with get_client(sync_client=True) as client:
+        by_run = FlowRunFilter(id=FlowRunFilterId(any_=[good.id]))
+        artifacts = client.read_artifacts(flow_run_filter=by_run)
+    summary = [a for a in artifacts if a.key == "farmwatch-nightly"]
+    assert summary and "| banned |" in summary[0].data
+    assert "| model_version | 1 |" in summary[0].data
+    assert "| ban_list.status | published |" in summary[0].data
+    assert "| seconds.publish |" in summary[0].data
+    in_force = latest_pointer(store)
+    assert in_force["run_date"] == end
+    assert f"run={in_force['run_id']}" == small_world.run_id  # same inputs, same run
+    resumed = json.loads((farmwatch_home / "runs" / f"dt={end}" / "report.json").read_text())
+    assert resumed["resumed_stages"] == [
+        "ingest",
+        "graph",
+        "communities",
+        "features",
+        "score",
+    ]
+
+    s3_server.kill()  # the bucket's endpoint goes down before the next run publishes
+    bad = run_deployment(
+        NIGHTLY_DEPLOYMENT,
+        parameters={"run_date": day_before},
+        timeout=900,
+        poll_interval=3,
+    )
+    assert bad.state.is_failed(), bad.state
+    assert "cannot reach" in (bad.state.message or "") or "cannot reach" in str(
+        bad.state.result(raise_on_failure=False)
+    )
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[bad.id]))
+        )
+    publish = [t for t in tasks if t.name.startswith("publish")]
+    assert publish and publish[0].run_count == 3  # the first try and two retries
+    assert publish[0].state.is_failed()
+    assert any(m["event"] == "run_failed" and m["run_date"] == day_before for m in webhook.received)
+
+    s3_server.restart()
+    assert latest_pointer(store) == in_force  # the failed run touched nothing
+
+    # Backfill: the published date is skipped, the failed one resumes after its last stage.
+    outcome = backfill_flow(start=day_before, end=end)
+    assert outcome == {day_before: "published", end: "skipped: published"}
+    runs = {r["run_date"]: r["status"] for r in list_runs(store)}
+    assert runs == {day_before: "published", end: "published"}
+    assert latest_pointer(store)["run_date"] == end  # an older date never takes over
+    report = json.loads((farmwatch_home / "runs" / f"dt={day_before}" / "report.json").read_text())
+    assert report["resumed_stages"] == ["ingest", "graph", "communities", "features", "score"]

@@ -30,7 +30,6 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.sorting import ArtifactSort
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.nightly import nightly_flow
 from jobs.core.hash_key import KEY_FILE_NAME
@@ -87,14 +86,8 @@ def _newest_artifact() -> str:
     return artifact.data
 
 
-@pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def test_an_unchanged_world_raises_nothing(
-    spark, small_world, harness, webhook, tmp_path, monkeypatch
+    spark, small_world, prefect_harness, webhook, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("FARMWATCH_ORCHESTRATION__WEBHOOK_URL", webhook.url)
     home = tmp_path / "farmwatch"
@@ -115,7 +108,7 @@ def test_an_unchanged_world_raises_nothing(
 
 
 def test_an_operator_that_changes_tactics_raises_the_alert(
-    spark, small_world, harness, webhook, tmp_path, monkeypatch
+    spark, small_world, prefect_harness, webhook, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("FARMWATCH_ORCHESTRATION__WEBHOOK_URL", webhook.url)
     home = tmp_path / "farmwatch"

@@ -21,7 +21,6 @@ from pathlib import Path
 import boto3
 import pandas as pd
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.cli import DEMO_ACCOUNTS, DEMO_SEED
 from flows.nightly import nightly_flow
@@ -52,14 +51,8 @@ def readme_demo_lines() -> list[str]:
     return lines
 
 
-@pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def test_nightly_run_finds_the_campaign_and_publishes(
-    spark, farmwatch_home: Path, harness, s3_server, monkeypatch
+    spark, farmwatch_home: Path, prefect_harness, s3_server, monkeypatch
 ):
     spec = build_spec("distillation-campaign", DEMO_ACCOUNTS, seed=DEMO_SEED)
     generate(spark, spec, farmwatch_home / "lake")

@@ -1,0 +1,69 @@
+"""A re-run of a published date after a trust decision publishes again and applies it.
+
+The home starts with the shared small world's finished stages, its bucket and its key, and
+reads its lake and champion: a re-run of the date resumes every stage, publish included, and
+writes nothing. Then a reviewer upholds an appeal of one banned account: the next re-run must
+not resume the old publish; it is a new run (the decision is in its inputs) whose list leaves
+the account out and reports it as kept off by that decision, and it becomes the list in force.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from flows.nightly import nightly_flow
+from jobs.banlists.decisions import record_decision
+from jobs.core.hash_key import KEY_FILE_NAME
+from jobs.core.store import LocalStore
+
+pytestmark = pytest.mark.e2e
+STAGES = ["ingest", "graph", "communities", "features", "score"]
+
+
+def test_a_rerun_after_a_decision_publishes_a_list_that_applies_it(
+    small_world, prefect_harness, tmp_path, monkeypatch
+):
+    day = small_world.summary["run_date"]
+    home = tmp_path / "farmwatch"
+    shutil.copytree(small_world.home / "runs" / f"dt={day}", home / "runs" / f"dt={day}")
+    shutil.copytree(small_world.home / "bucket", home / "bucket")
+    shutil.copy(small_world.home / KEY_FILE_NAME, home / KEY_FILE_NAME)
+    monkeypatch.setenv("FARMWATCH_LAKE__HOME", str(home))
+    monkeypatch.setenv("FARMWATCH_LAKE__LAKE", str(small_world.home / "lake"))
+    model_db = small_world.home / "mlflow.db"  # the small world's champion, read only
+    monkeypatch.setenv("FARMWATCH_MODEL__TRACKING_URI", f"sqlite:///{model_db}")
+    monkeypatch.delenv("FARMWATCH_CONFIG", raising=False)
+    latest = home / "bucket" / "banlists" / "latest.json"
+    first_run = small_world.run_id.removeprefix("run=")
+
+    same = nightly_flow(run_date=day)
+    assert same["resumed_stages"] == [*STAGES, "publish"]  # nothing new: nothing written
+    assert json.loads(latest.read_text())["run_id"] == first_run
+
+    listed = pd.read_parquet(home / "bucket" / same["published"]["prefix"] / "banlist.parquet")
+    account = listed.loc[listed["action"] == "ban", "account_id"].iloc[0]
+    record = record_decision(
+        LocalStore(str(home / "bucket")),
+        "banlists",
+        account,
+        "appeal-upheld",
+        "a business account, verified by phone",
+        by="reviewer-1",
+    )
+    after = nightly_flow(run_date=day)
+
+    assert after["resumed_stages"] == STAGES  # the publish step ran again
+    published = after["published"]
+    assert published["status"] == "published" and published["run_id"] != first_run
+    assert json.loads(latest.read_text())["run_id"] == published["run_id"]
+    run = home / "bucket" / published["prefix"]
+    relisted = pd.read_parquet(run / "banlist.parquet")
+    assert account not in set(relisted["account_id"])
+    assert len(relisted) == len(listed) - 1
+    kept_off = pd.read_parquet(run / "allowlisted.parquet")
+    rule = kept_off.set_index("account_id").loc[account, "allowlist_rule"]
+    assert rule == f"decision:{record['record_id']}"
