@@ -24,6 +24,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.schedules import Cron
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.nightly import nightly_flow
 from flows.runtime import settings_for
@@ -93,9 +94,14 @@ def prefect_api(settings: Settings, port: int = 4200) -> Iterator[str]:
                         f"prefect server not ready after 180s; see {log_path}"
                     ) from None
                 time.sleep(1)
+        # the flow runs serve starts inherit the environment; this process's Prefect client
+        # read its settings at import, so it is pointed at the server explicitly (left on the
+        # default, it would run an API of its own on the same database, and a run's
+        # concurrency slot, held in that API's memory, would be lost to the server's)
         os.environ["PREFECT_API_URL"] = url
         print(f"Prefect server on {url.removesuffix('/api')} (UI), log {log_path}")
-        yield url
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
     finally:
         server.terminate()
         try:
