@@ -26,9 +26,8 @@ from jobs.ingest.validate import (
     RunWindow,
     TableCounts,
     first_line,
-    labelled_rows,
     read_table,
-    split_labelled,
+    validate_table,
 )
 
 
@@ -53,27 +52,21 @@ def run(ctx: StageContext, now: datetime | None = None) -> dict[str, Any]:
     for contract in INPUT_TABLES:
         raw = read_table(spark, settings.lake.lake_path, contract, settings.lake.format)
         try:
-            # judged once and cached: the accepted and quarantined rows and the counts below
-            # all read it, instead of parsing and ranking the table again for each
-            labelled = labelled_rows(raw, contract, window).cache()
+            accepted, quarantined, outside = validate_table(raw, contract, window)
         except ValueError as exc:
             raise InputTableError(str(exc)) from exc
-        accepted, quarantined, outside = split_labelled(labelled, contract)
         accepted_path = layout.accepted(contract.name)
         quarantine_path = layout.quarantine(contract.name)
         try:
-            try:
-                accepted.write.mode("overwrite").parquet(str(accepted_path))
-                quarantined.write.mode("overwrite").parquet(str(quarantine_path))
-            except Exception as exc:  # corrupt data files surface only when rows are read
-                raise InputTableError(
-                    f"input table {contract.name!r} could not be read: {first_line(exc)}"
-                ) from exc
-            n_outside = outside.count()
-        finally:
-            labelled.unpersist()
+            accepted.write.mode("overwrite").parquet(str(accepted_path))
+            quarantined.write.mode("overwrite").parquet(str(quarantine_path))
+        except Exception as exc:  # corrupt data files surface only when rows are read
+            raise InputTableError(
+                f"input table {contract.name!r} could not be read: {first_line(exc)}"
+            ) from exc
         n_accepted = spark.read.parquet(str(accepted_path)).count()
         n_quarantined = spark.read.parquet(str(quarantine_path)).count()
+        n_outside = outside.count()
         n_read = raw.count() - n_outside
         mark(contract.name)
         table_counts = TableCounts(

@@ -174,9 +174,6 @@ def _reason_checks(
     return checks
 
 
-OUTSIDE = "_outside"
-
-
 def validate_table(
     raw: DataFrame, contract: TableContract, window: RunWindow
 ) -> tuple[DataFrame, DataFrame, DataFrame]:
@@ -196,76 +193,49 @@ def validate_table(
     Raises:
         ValueError: a required column is missing (the message names the table and column).
     """
-    return split_labelled(labelled_rows(raw, contract, window), contract)
-
-
-def labelled_rows(raw: DataFrame, contract: TableContract, window: RunWindow) -> DataFrame:
-    """Every raw row once, judged: its reason (null when accepted) and whether it lies outside.
-
-    The one pass the accepted rows, the quarantined rows and the counts are all taken from
-    (:func:`split_labelled`): the ingest stage caches it, so the parsing, the checks and the
-    duplicate ranking run once per table instead of once per output.
-
-    Raises:
-        ValueError: a required column is missing (the message names the table and column).
-    """
     raw = conform(raw, contract)
     typed = _typed_columns(contract, raw)
     raw, values = _with_ip_spellings(contract, raw, typed)
     checks = _reason_checks(contract, raw, typed, values, window)
     reasons = F.concat_ws(";", F.filter(F.array(*checks), lambda r: r.isNotNull()))
     checked = raw.withColumn(REASON, F.when(reasons != "", reasons))
-    usable = F.col(REASON).isNull()
     if contract.time_column:
         ts = typed[contract.time_column].cast("timestamp")
+        usable = F.col(REASON).isNull()
         outside = usable & (
             (ts >= F.lit(window.end))
             | ((ts < F.lit(window.start)) if contract.windowed else F.lit(False))
         )
+        out_of_window = checked.where(outside).select("account_id")
+        checked = checked.where(~outside)
     else:
-        outside = F.lit(False)
-    checked = checked.withColumn(OUTSIDE, outside)
+        out_of_window = checked.limit(0).select("account_id")
+    raw_json = F.to_json(F.struct(*[F.col(c) for c in contract.column_names]))
     # copies are judged on accepted values (two spellings of one instant or one address are one
-    # key) among the usable rows inside the window; the copy kept is the one whose JSON sorts
-    # first, and the JSON is built only for keys with copies, since sorting every row by a long
-    # string was most of ingest's cost
-    eligible = usable & ~F.col(OUTSIDE)
-    by_key = Window.partitionBy(eligible, *[values[name] for name in contract.natural_key])
-    order = by_key.orderBy(F.when(F.col("_copies") > 1, _raw_json(contract)))
-    ranked = checked.withColumn("_copies", F.count(F.lit(1)).over(by_key)).withColumn(
-        "_rank", F.row_number().over(order)
+    # key); the copy kept is the one whose JSON sorts first, and the JSON is built only for keys
+    # with copies, since sorting every row by a long string was most of ingest's cost
+    by_key = Window.partitionBy(*[values[name] for name in contract.natural_key])
+    clean = checked.where(F.col(REASON).isNull()).withColumn(
+        "_copies", F.count(F.lit(1)).over(by_key)
     )
-    duplicate = usable & ~F.col(OUTSIDE) & (F.col("_rank") > 1)
-    return ranked.select(
-        *[F.col(c) for c in raw.columns],
-        *[values[c.name].alias(f"_value_{c.name}") for c in contract.columns],
-        F.when(duplicate, F.lit("duplicate")).otherwise(F.col(REASON)).alias(REASON),
-        OUTSIDE,
+    order = by_key.orderBy(F.when(F.col("_copies") > 1, raw_json))
+    ranked = clean.withColumn("_rank", F.row_number().over(order)).drop("_copies")
+    duplicates = (
+        ranked.where(F.col("_rank") > 1).drop("_rank").withColumn(REASON, F.lit("duplicate"))
     )
-
-
-def split_labelled(
-    labelled: DataFrame, contract: TableContract
-) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """``(accepted, quarantined, out_of_window)`` of :func:`labelled_rows`.
-
-    The three frames are those of :func:`validate_table`.
-    """
-    inside = ~F.col(OUTSIDE)
-    accepted = labelled.where(inside & F.col(REASON).isNull()).select(
-        *[F.col(f"_value_{c.name}").alias(c.name) for c in contract.columns]
+    accepted = ranked.where(F.col("_rank") == 1).select(
+        *[values[c.name].alias(c.name) for c in contract.columns]
     )
-    quarantined = labelled.where(inside & F.col(REASON).isNotNull()).select(
-        F.lit(contract.name).alias("table"),
-        F.col(REASON).alias("reason"),
-        _raw_json(contract).alias("raw"),
+    quarantined = (
+        checked.where(F.col(REASON).isNotNull())
+        .unionByName(duplicates)
+        .select(
+            F.lit(contract.name).alias("table"),
+            F.col(REASON).alias("reason"),
+            raw_json.alias("raw"),
+        )
     )
-    return accepted, quarantined, labelled.where(F.col(OUTSIDE)).select("account_id")
-
-
-def _raw_json(contract: TableContract) -> Column:
-    """The row as stored, as JSON (what a quarantined row keeps)."""
-    return F.to_json(F.struct(*[F.col(c) for c in contract.column_names]))
+    return accepted, quarantined, out_of_window
 
 
 def first_line(exc: BaseException) -> str:
