@@ -1,10 +1,12 @@
 """A re-run of a published date after a trust decision publishes again and applies it.
 
 The home starts with the shared small world's finished stages, its bucket and its key, and
-reads its lake and champion: a re-run of the date resumes every stage, publish included, and
-writes nothing. Then a reviewer upholds an appeal of one banned account: the next re-run must
-not resume the old publish; it is a new run (the decision is in its inputs) whose list leaves
-the account out and reports it as kept off by that decision, and it becomes the list in force.
+reads its lake and champion: a re-run of the date resumes every stage but publish (the target
+is another folder), which finds the same run already published; the next re-run resumes every
+stage, publish included. Then a reviewer upholds an appeal of one banned account: the next
+re-run must not resume the old publish; it is a new run (the decision is in its inputs) whose
+list leaves the account out and reports it as kept off by that decision, and it becomes the
+list in force.
 """
 
 from __future__ import annotations
@@ -40,9 +42,12 @@ def test_a_rerun_after_a_decision_publishes_a_list_that_applies_it(
     latest = home / "bucket" / "banlists" / "latest.json"
     first_run = small_world.run_id.removeprefix("run=")
 
-    same = nightly_flow(run_date=day)
-    assert same["resumed_stages"] == [*STAGES, "publish"]  # nothing new: nothing written
+    same = nightly_flow(run_date=day)  # this home's bucket is another target: publish runs,
+    assert same["resumed_stages"] == STAGES
+    assert same["published"]["run_id"] == first_run  # and finds the same run already there
     assert json.loads(latest.read_text())["run_id"] == first_run
+    again = nightly_flow(run_date=day)
+    assert again["resumed_stages"] == [*STAGES, "publish"]  # nothing new: everything resumes
 
     listed = pd.read_parquet(home / "bucket" / same["published"]["prefix"] / "banlist.parquet")
     account = listed.loc[listed["action"] == "ban", "account_id"].iloc[0]
