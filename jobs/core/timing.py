@@ -20,7 +20,7 @@ class PartClock:
     """Seconds between consecutive marks, by part."""
 
     def __init__(self) -> None:
-        self.start = self.last = time.perf_counter()
+        self.last = time.perf_counter()
         self.parts: dict[str, float] = {}
 
     def mark(self, name: str) -> None:

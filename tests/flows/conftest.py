@@ -12,6 +12,7 @@ flow run in this process reports to, all session.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +22,9 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.nightly import nightly_flow
 from flows.training import training_flow
+from jobs.core.hash_key import KEY_FILE_NAME
 from jobs.world.generate import generate
-from jobs.world.spec import build_spec
+from jobs.world.spec import WorldSpec, build_spec
 
 
 @dataclass(frozen=True)
@@ -30,9 +32,24 @@ class PublishedWorld:
     """The shared world's farmwatch home, its nightly summary and its published list."""
 
     home: Path
+    spec: WorldSpec
     summary: dict
     run_id: str
     banlist: bytes
+
+    def continue_in(self, home: Path, monkeypatch: pytest.MonkeyPatch, stages: bool) -> None:
+        """Make ``home`` this world's next chapter: its bucket and key copied (and, with
+        ``stages``, its run's finished stages), its champion read in place; the environment
+        points farmwatch at ``home``. The lake stays the caller's choice."""
+        day = self.summary["run_date"]
+        if stages:
+            shutil.copytree(self.home / "runs" / f"dt={day}", home / "runs" / f"dt={day}")
+        shutil.copytree(self.home / "bucket", home / "bucket")
+        shutil.copy(self.home / KEY_FILE_NAME, home / KEY_FILE_NAME)
+        monkeypatch.setenv("FARMWATCH_LAKE__HOME", str(home))
+        model_db = self.home / "mlflow.db"  # read only
+        monkeypatch.setenv("FARMWATCH_MODEL__TRACKING_URI", f"sqlite:///{model_db}")
+        monkeypatch.delenv("FARMWATCH_CONFIG", raising=False)
 
     @staticmethod
     def published(target: Path) -> tuple[str, bytes]:
@@ -62,4 +79,4 @@ def small_world(
         training_flow()
         summary = nightly_flow()
     assert summary["banned"] > 0
-    yield PublishedWorld(home, summary, *PublishedWorld.published(home / "bucket"))
+    yield PublishedWorld(home, spec, summary, *PublishedWorld.published(home / "bucket"))

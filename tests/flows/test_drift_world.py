@@ -23,7 +23,6 @@ happens. The unchanged night publishes and raises and sends nothing.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import fields
 from datetime import date, timedelta
 from pathlib import Path
@@ -35,7 +34,6 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.sorting import ArtifactSort
 
 from flows.nightly import nightly_flow
-from jobs.core.hash_key import KEY_FILE_NAME
 from jobs.report.drift import farm_loss
 from jobs.report.summary import render_text
 from jobs.world.generate import generate
@@ -59,16 +57,10 @@ def _night_two(spark, small_world, home: Path, monkeypatch, changed: bool) -> di
     overrides: dict = {"end_date": day}
     if changed:
         overrides["operators"] = {op: dict(TACTICS) for op in CAMPAIGN_OPERATORS}
-    generate(
-        spark, build_spec("dual-stack-campaign", 3_000, seed=3, overrides=overrides), home / "lake"
-    )
-    shutil.copytree(small_world.home / "bucket", home / "bucket")
-    shutil.copy(small_world.home / KEY_FILE_NAME, home / KEY_FILE_NAME)
-    monkeypatch.setenv("FARMWATCH_LAKE__HOME", str(home))
-    monkeypatch.setenv(
-        "FARMWATCH_MODEL__TRACKING_URI", f"sqlite:///{small_world.home / 'mlflow.db'}"
-    )
-    monkeypatch.delenv("FARMWATCH_CONFIG", raising=False)
+    world = small_world.spec
+    spec = build_spec(world.scenario, world.accounts, world.seed, overrides=overrides)
+    generate(spark, spec, home / "lake")
+    small_world.continue_in(home, monkeypatch, stages=False)
     return nightly_flow(run_date=day)
 
 

@@ -12,14 +12,12 @@ list in force.
 from __future__ import annotations
 
 import json
-import shutil
 
 import pandas as pd
 import pytest
 
 from flows.nightly import nightly_flow
 from jobs.banlists.decisions import record_decision
-from jobs.core.hash_key import KEY_FILE_NAME
 from jobs.core.store import LocalStore
 
 pytestmark = pytest.mark.e2e
@@ -31,14 +29,8 @@ def test_a_rerun_after_a_decision_publishes_a_list_that_applies_it(
 ):
     day = small_world.summary["run_date"]
     home = tmp_path / "farmwatch"
-    shutil.copytree(small_world.home / "runs" / f"dt={day}", home / "runs" / f"dt={day}")
-    shutil.copytree(small_world.home / "bucket", home / "bucket")
-    shutil.copy(small_world.home / KEY_FILE_NAME, home / KEY_FILE_NAME)
-    monkeypatch.setenv("FARMWATCH_LAKE__HOME", str(home))
+    small_world.continue_in(home, monkeypatch, stages=True)
     monkeypatch.setenv("FARMWATCH_LAKE__LAKE", str(small_world.home / "lake"))
-    model_db = small_world.home / "mlflow.db"  # the small world's champion, read only
-    monkeypatch.setenv("FARMWATCH_MODEL__TRACKING_URI", f"sqlite:///{model_db}")
-    monkeypatch.delenv("FARMWATCH_CONFIG", raising=False)
     latest = home / "bucket" / "banlists" / "latest.json"
     first_run = small_world.run_id.removeprefix("run=")
 
