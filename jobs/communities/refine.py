@@ -135,10 +135,62 @@ def _node_codes(
     del nodes
     names = np.asarray(names)
     n_edges = len(edges)
+    if names.dtype.kind == "i":
+        codes, names = _entities_by_ties(edges, codes, names, is_entity)
     is_account = np.zeros(len(names), dtype=bool)
     is_account[codes[:n_edges]] = True
     is_account[codes[n_edges:][~is_entity]] = True
     return codes, names, is_account
+
+
+def _entities_by_ties(
+    edges: pd.DataFrame, codes: np.ndarray, names: np.ndarray, is_entity: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Codes and names re-ordered so that an entity node sits where its ties put it.
+
+    An entity's id is a keyed hash (:mod:`jobs.core.hash_key`), so ordering entity nodes by id
+    would let the deployment's secret key pick Leiden's node order, and with it part of the
+    partition: two homes with different keys split the same world differently. Each entity is
+    ordered instead by a fingerprint of its edges (its accounts' ids, the edges' weight, kind,
+    strength and degree); accounts keep their id. Entities with the same fingerprint have the
+    same edges, so swapping them leaves the graph as it was: the partition depends on the world
+    and the settings only. Applies to integer node ids (what :func:`refine_communities` sends).
+    """
+    n_edges = len(edges)
+    entity_rows = np.flatnonzero(is_entity)
+    if len(entity_rows) == 0:
+        return codes, names
+    tie = _mix(edges["src"].to_numpy()[entity_rows].astype(np.int64).view(np.uint64))
+    extras = [edges["weight"].to_numpy(dtype=np.float64)[entity_rows].view(np.uint64)]
+    for name in ("kind", "strong", "degree"):
+        if name in edges.columns:
+            column = pd.to_numeric(edges[name], errors="coerce").to_numpy()[entity_rows]
+            extras.append(np.nan_to_num(column.astype(np.float64), nan=-1.0).view(np.uint64))
+    for extra in extras:
+        tie = _mix(tie ^ _mix(extra))
+    entity = codes[n_edges:][entity_rows]
+    order = np.argsort(entity, kind="stable")
+    entity, tie = entity[order], tie[order]
+    starts = np.flatnonzero(np.r_[True, entity[1:] != entity[:-1]])
+    fingerprint = np.bitwise_xor.reduceat(tie, starts)  # order-free over the entity's edges
+    counts = np.diff(np.r_[starts, len(entity)]).astype(np.uint64)
+    key = names.astype(np.int64, copy=True)
+    key[entity[starts]] = _mix(fingerprint ^ _mix(counts)).view(np.int64)
+    new_order = np.lexsort((np.arange(len(names)), key))  # ties: the same edges, any order
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[new_order] = np.arange(len(names))
+    return rank[codes], names[new_order]
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on each 64-bit word: a fixed, well spread hash (wraps on purpose)."""
+    x = x.astype(np.uint64, copy=True)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
 
 
 def _leiden(

@@ -89,6 +89,36 @@ def test_leiden_does_not_depend_on_the_order_edges_arrive_in_even_with_zero_weig
             assert (again["community_id"] == first["community_id"]).all(), (seed, order)
 
 
+def test_the_secret_key_does_not_change_the_partition():
+    """Entity ids are keyed hashes, so every deployment (and every test home) names the same
+    entities differently. Ordered by id, the entity nodes let the key pick Leiden's node order:
+    two homes split the same world differently (26 of 3,000 accounts in another farm, and
+    another ban count, between two runs of the suite's small world). With integer node ids, as
+    :func:`refine_communities` sends them, renaming the entities must change nothing."""
+    rng = random.Random(11)
+    rows = []
+    for account in range(900):
+        group = account // 45
+        for _ in range(5):
+            local = rng.random() < 0.5
+            entity = group * 15 + rng.randrange(15) if local else rng.randrange(300)
+            weight = 0.0 if rng.random() < 0.5 else 0.3 + rng.random()
+            rows.append((account * 7919 + 13, entity, weight))
+    base = pd.DataFrame(rows, columns=["src", "entity", "weight"])
+    base = base.drop_duplicates(["src", "entity"])
+    base = base.assign(dst_is_entity=True, kind=base["entity"] % 3, strong=base["entity"] % 2 == 0)
+    partitions = []
+    for key in range(4):
+        names = random.Random(key)
+        ids = {e: names.getrandbits(63) for e in sorted(base["entity"].unique())}
+        edges = base.assign(dst=base["entity"].map(ids)).drop(columns="entity")
+        found = leiden_partition(edges, 1.0, 5, min_evidence_kinds=2, min_concentration=0.1)
+        partitions.append(found.set_index("account_id")["community_id"].sort_index())
+    assert partitions[0].nunique() > 10  # not one trivial community
+    for other in partitions[1:]:
+        pd.testing.assert_series_equal(other, partitions[0])
+
+
 def test_missing_columns_and_bad_size_are_named(spark):
     components, edges = two_cliques_and_a_pair(spark)
     with pytest.raises(ValueError, match="refinement edges is missing column 'weight'"):
