@@ -16,12 +16,17 @@ from pathlib import Path
 from typing import Any
 
 
-def bench_home(name: str, lake: str | None = None) -> Path:
-    """A fresh temporary farmwatch home (and optionally an existing lake) for this process.
+def bench_home(name: str, lake: str | None = None, keep: str | None = None) -> Path:
+    """A fresh temporary farmwatch home, or ``keep`` (created if missing, else reused), and
+    optionally an existing lake, for this process.
 
     Must run before the farmwatch settings are first read (they come from the environment).
     """
-    home = Path(tempfile.mkdtemp(prefix=f"farmwatch-bench-{name}-"))
+    if keep:
+        home = Path(keep).resolve()
+        home.mkdir(parents=True, exist_ok=True)
+    else:
+        home = Path(tempfile.mkdtemp(prefix=f"farmwatch-bench-{name}-"))
     os.environ["FARMWATCH_LAKE__HOME"] = str(home)
     if lake:
         os.environ["FARMWATCH_LAKE__LAKE"] = str(Path(lake).resolve())
