@@ -71,17 +71,20 @@ def report_attachments(
         )
         loss = farm_loss(draft.last_night, draft.banlist, settings.report.farm_shrink_ratio)
         drift = judge_drift(profile, trailing, loss, settings.report)
+        mark("report_profile")
         signups = spark.read.parquet(str(layout.accepted("signups")))
         ages = farm_age_days(signups, communities, ctx.run_date).toPandas()
         by_age = bans_by_farm_age(draft.banlist, ages)
         drawn = draft.farms.head(settings.report.max_farms_drawn)["farm_id"].tolist()
         members = sample_members(communities, scores, drawn, settings.report.max_members_per_farm)
+        # the drawn members are a few hundred rows: computed once, then joined to the entities
+        members_pd = members.toPandas()
         edges = binding_edges(
-            members,
+            spark.createDataFrame(members_pd, schema=members.schema),
             spark.read.parquet(str(layout.account_entities)),
             settings.report.max_entities_per_farm,
-        )
-        members_pd = members.toPandas()
+        ).toPandas()
+        mark("report_farms")
         order = {farm: i for i, farm in enumerate(drawn)}
         members_pd = members_pd.sort_values(
             ["farm_id", "score", "account_id"],
@@ -111,7 +114,7 @@ def report_attachments(
             banlist=draft.banlist,
             farms=draft.farms,
             members=members_pd,
-            edges=edges.toPandas(),
+            edges=edges,
             diff_summary=draft.diff_summary,
             ingest=dict(ctx.earlier.get("ingest", {})),
             profile=profile,
@@ -127,7 +130,7 @@ def report_attachments(
             bans_by_farm_age=by_age.to_dict(orient="records"),
         )
         page = render(data)
-        mark("report")
+        mark("report_page")
         return {
             REPORT_FILE: page,
             PROFILE_FILE: json.dumps(profile, indent=1, sort_keys=True).encode(),
