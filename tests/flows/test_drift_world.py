@@ -125,6 +125,7 @@ def test_an_operator_that_changes_tactics_raises_the_alert(
         n: len(campaign & set(lst.loc[lst["action"] == "ban", "account_id"]))
         for n, lst in (("night1", night1), ("night2", night2))
     }
+    print(f"night 1: {small_world.summary['banned']} bans; night 2: {summary['banned']} bans")
     assert banned_campaign["night2"] < 0.5 * banned_campaign["night1"], banned_campaign
     # The lost farms are the campaign's (IPv4 and IPv6), and only the campaign's: the
     # farms-lost alert.

@@ -92,9 +92,9 @@ def test_leiden_does_not_depend_on_the_order_edges_arrive_in_even_with_zero_weig
 def test_the_secret_key_does_not_change_the_partition():
     """Entity ids are keyed hashes, so every deployment (and every test home) names the same
     entities differently. Ordered by id, the entity nodes let the key pick Leiden's node order:
-    two homes split the same world differently (26 of 3,000 accounts in another farm, and
-    another ban count, between two runs of the suite's small world). With integer node ids, as
-    :func:`refine_communities` sends them, renaming the entities must change nothing."""
+    two homes split the same world differently (the suite's small world banned 223 accounts in
+    some runs and 225 in others). With integer node ids, as :func:`refine_communities` sends
+    them, renaming the entities must change nothing."""
     rng = random.Random(11)
     rows = []
     for account in range(900):
