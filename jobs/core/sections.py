@@ -345,7 +345,7 @@ class ReportSettings(_Section):
     trailing_runs: int = Field(default=7, ge=1)
     """Published runs the score chart and the drift are compared with."""
     profile_relative_error: float = Field(default=0.001, ge=0, le=1)
-    """Rank error of the quantiles profiled for drift (Spark approxQuantile)."""
+    """Rank error of the quantiles profiled for drift (Spark percentile_approx)."""
     feature_psi_alert: float = Field(default=0.25, ge=0)
     """Alert when a model feature's population stability index exceeds this."""
     score_psi_alert: float = Field(default=0.25, ge=0)

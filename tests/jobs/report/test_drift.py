@@ -14,6 +14,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pytest
+from pyspark.sql import functions as F
 
 from jobs.core.sections import ReportSettings
 from jobs.report.drift import (
@@ -124,6 +125,24 @@ def test_a_shifted_feature_and_score_raise_their_own_alerts(spark):
     assert drift["features"]["requests_per_day"] > 0.25
     assert drift["features"]["hour_entropy"] == 0.0
     assert [a.split(" ")[0] for a in drift["alerts"]] == ["1", "the"]
+
+
+def test_the_profile_is_sparks_approx_quantile_without_nulls_and_nan(spark):
+    rng = np.random.default_rng(7)
+    values = rng.lognormal(size=5_000)
+    values[rng.random(5_000) < 0.1] = np.nan  # NaN, and below nulls: both left out
+    frame = spark.createDataFrame(
+        pd.DataFrame({"x": values, "n": pd.array(rng.integers(0, 9, 5_000), "Int64")})
+    ).withColumn("n", F.when(F.col("n") > 6, None).otherwise(F.col("n")))
+    for error in (0.001, 0.05, 0.0):
+        profile = quantile_profile(frame, ["x", "n"], error)
+        expected = frame.approxQuantile(["x", "n"], list(PROFILE_PROBABILITIES), error)
+        assert [profile["x"], profile["n"]] == expected, error
+    exact = quantile_profile(frame, ["x"], 0.0)["x"]
+    kept = np.sort(values[~np.isnan(values)])
+    assert exact[0] == kept[0] and exact[-1] == kept[-1] and exact[50] in kept
+    empty = quantile_profile(frame.where("x < 0"), ["x"], 0.001)
+    assert empty == {"x": []}
 
 
 def test_psi_is_zero_for_the_same_profile_and_handles_ties():
