@@ -31,6 +31,7 @@ from flows.notify import notify, notify_drift
 from flows.prepare import prepare_features, prepare_run, stage_context
 from flows.runtime import resolve_run_date, settings_for
 from jobs.banlists import stage as publishing
+from jobs.banlists.actions import allowlist_digest
 from jobs.banlists.decisions import decisions_folder
 from jobs.banlists.journal import last_key
 from jobs.core.config import Settings
@@ -154,6 +155,22 @@ def _decisions_marker(settings: Settings) -> str:
         return f"unlisted {time.time_ns()} ({type(exc).__name__})"
 
 
+def _allowlist_marker(settings: Settings) -> str:
+    """The allowlist file and a digest of its bytes, in the publish stage's ledger key.
+
+    A re-run after the allowlist changed (another file, or the same file edited) must publish
+    again, not resume the publish that listed the accounts it now keeps off. An unreadable
+    file gives a marker that matches nothing: publish runs and reports the error itself.
+    """
+    path = settings.bans.allowlist
+    if path is None:
+        return "none"
+    try:
+        return f"{path}|{allowlist_digest(path)}"
+    except OSError as exc:
+        return f"unreadable {time.time_ns()} ({type(exc).__name__})"
+
+
 @flow(name="farmwatch-nightly", log_prints=True, on_failure=[_on_failure])
 def nightly_flow(
     run_date: str | None = None,
@@ -205,6 +222,7 @@ def nightly_flow(
             release_held,
             depends_on=(
                 f"{target}|{settings.publish.prefix}|{release_held}|{_decisions_marker(settings)}"
+                f"|{_allowlist_marker(settings)}"
             ),
         )
         earlier["ledger"] = {

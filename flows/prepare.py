@@ -85,9 +85,14 @@ def features_task(settings: Settings, day: str) -> dict[str, Any]:
 
 def prepare_run(settings: Settings, day: str, resume: bool | None) -> StageLedger:
     """The stage ledger of one run date (resumes finished stages unless told not to)."""
+    # where the allowlist lives changes only what publish lists (its own key has the file's
+    # digest): adding one resumes the stages before it
+    upstream = settings.model_copy(
+        update={"bans": settings.bans.model_copy(update={"allowlist": None})}
+    )
     seed = "|".join(
         (
-            settings.fingerprint(),
+            upstream.fingerprint(),
             day,
             str(settings.ingest.lookback_days),
             input_digest(settings.lake.lake_path),

@@ -10,6 +10,7 @@ DataFrame-in, DataFrame-out transform except :func:`load_allowlist`, which reads
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -82,6 +83,18 @@ def assign_actions(
     )
     listed = scores.withColumn("action", action).where(F.col("action").isNotNull())
     return listed.drop("_families", "_evidence")
+
+
+def allowlist_digest(path: Path) -> str:
+    """SHA-256 of the allowlist file's bytes.
+
+    Part of a run's inputs: a run after the file was edited is a new run (a new id) that
+    applies it, not the old run found already published.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_allowlist(spark: SparkSession, path: Path) -> DataFrame:

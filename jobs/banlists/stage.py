@@ -18,6 +18,7 @@ from typing import Any
 from pyspark.sql import functions as F
 
 from jobs.banlists.actions import (
+    allowlist_digest,
     apply_allowlist,
     assign_actions,
     attach_evidence,
@@ -68,6 +69,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "tables": dict(ctx.earlier.get("ingest", {})),
             # a decision made since a run changes what a re-run of its date must list
             "decisions": last_key(store, decisions_folder(settings.publish.prefix)),
+            # so does an edited allowlist (only with one: runs without keep their ids)
+            **(
+                {"allowlist": allowlist_digest(settings.bans.allowlist)}
+                if settings.bans.allowlist is not None
+                else {}
+            ),
         },
         entity_hash_key_id=settings.entity_hash_key().key_id,
     )

@@ -144,6 +144,8 @@ def test_nightly_run_finds_the_campaign_and_publishes(
     monkeypatch.setenv("FARMWATCH_PUBLISH__ENTITY_HASH_KEY", home_key)
     on_s3 = nightly_flow()
     assert on_s3["published"]["store"] == "s3://trust-banlists"
+    # another target and an allowlist change what is published, not the stages before it
+    assert on_s3["resumed_stages"] == ["ingest", "graph", "communities", "features", "score"]
     manifest, from_s3 = load_latest("s3://trust-banlists/banlists", endpoint_url=s3_server.url)
     assert manifest["allowlisted"]["accounts"] == len(expected)
     assert manifest["entity_hash_key_id"] == key_id(home_key)

@@ -6,7 +6,8 @@ is another folder), which finds the same run already published; the next re-run 
 stage, publish included. Then a reviewer upholds an appeal of one banned account: the next
 re-run must not resume the old publish; it is a new run (the decision is in its inputs) whose
 list leaves the account out and reports it as kept off by that decision, and it becomes the
-list in force.
+list in force. The same goes for the allowlist: setting one, then editing the file in place,
+each time resumes every stage but publish, which lists the newly allowlisted account no more.
 """
 
 from __future__ import annotations
@@ -64,3 +65,21 @@ def test_a_rerun_after_a_decision_publishes_a_list_that_applies_it(
     kept_off = pd.read_parquet(run / "allowlisted.parquet")
     rule = kept_off.set_index("account_id").loc[account, "allowlist_rule"]
     assert rule == f"decision:{record['record_id']}"
+
+    # An allowlist set, then edited in place: the stages resume, publish applies the file.
+    banned = relisted.loc[relisted["action"] == "ban", "account_id"]
+    first, second = banned.iloc[0], banned.iloc[-1]
+    allowlist = tmp_path / "allowlist.csv"
+    allowlist.write_text(f"kind,value,note\naccount,{first},vip\n")
+    monkeypatch.setenv("FARMWATCH_BANS__ALLOWLIST", str(allowlist))
+    listed_runs = [published["run_id"]]
+    for kept_off_now in ({first}, {first, second}):
+        if len(kept_off_now) == 2:
+            allowlist.write_text(allowlist.read_text() + f"account,{second},vip\n")
+        run = nightly_flow(run_date=day)
+        assert run["resumed_stages"] == STAGES, kept_off_now  # publish ran again
+        assert run["published"]["run_id"] not in listed_runs
+        listed_runs.append(run["published"]["run_id"])
+        now = pd.read_parquet(home / "bucket" / run["published"]["prefix"] / "banlist.parquet")
+        assert not kept_off_now & set(now["account_id"]), kept_off_now
+        assert len(now) == len(relisted) - len(kept_off_now)
