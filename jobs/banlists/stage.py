@@ -79,20 +79,24 @@ def run(ctx: StageContext) -> dict[str, Any]:
         entity_hash_key_id=settings.entity_hash_key().key_id,
     )
     attach, report = report_attachments(ctx, store, settings.publish.prefix)
+    farm_tables = {
+        "farm_entities": farm_entities.toPandas(),
+        "farm_members": graph["communities"]
+        .where(F.col("farm_id").isNotNull())
+        .select("account_id", "farm_id")
+        .toPandas(),
+    }
+    mark("farm_tables")
     result = publish(
         banlist,
         store,
         settings.publish.prefix,
         identity,
         settings.bans,
-        farm_entities=farm_entities.toPandas(),
         allowlisted=allowlisted,
         release_held=ctx.release_held,
         attachments=attach,
-        farm_members=graph["communities"]
-        .where(F.col("farm_id").isNotNull())
-        .select("account_id", "farm_id")
-        .toPandas(),
+        **farm_tables,
     )
     mark("publish")  # the lists, the registry and the report written, read back and pointed at
     layout.banlist.write_bytes(banlist.to_parquet(index=False))

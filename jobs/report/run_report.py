@@ -56,6 +56,7 @@ def report_attachments(
     outcome: dict[str, Any] = {}
 
     def attach(draft: Draft) -> dict[str, bytes]:
+        mark("draft")  # publish's checks, diff and registry before the report's first part
         features = spark.read.parquet(str(layout.features))
         scores = spark.read.parquet(str(layout.scores))
         communities = spark.read.parquet(str(layout.communities))
