@@ -38,7 +38,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--lake", help="reuse a generated world instead of generating one")
     parser.add_argument("--out", default="benchmarks/results/nightly.json")
-    parser.add_argument("--expect", help="an earlier result JSON whose ban list must be equal")
+    parser.add_argument(
+        "--expect",
+        help="an earlier result JSON, or a published banlist.parquet, whose list must be equal",
+    )
     parser.add_argument("--home", help="keep the home here; reuse its world and model if present")
     args = parser.parse_args()
 
@@ -77,7 +80,13 @@ def main() -> None:
     start = time.perf_counter()
     summary = nightly_flow(resume=False)  # measure every stage, not the ones training left
     nightly_seconds = time.perf_counter() - start
-    banlist = hashlib.sha256(Path(summary["report_path"]).with_name("banlist.parquet").read_bytes())
+    # the published list (rows in a fixed order), not the run's working copy, whose row order
+    # follows Spark's partitions
+    from jobs.core.store import store_for
+
+    store = store_for(settings.publish.target_for(settings.home), settings.publish)
+    published = store.get(f"{summary['published']['prefix']}/banlist.parquet")
+    banlist = hashlib.sha256(published)
     result = {
         "benchmark": "nightly",
         "accounts": summary["accounts_scored"],
@@ -95,7 +104,11 @@ def main() -> None:
         "machine": {"nproc": os.cpu_count(), "spark_master": settings.spark.master},
     }
     if args.expect:
-        expected = json.loads(Path(args.expect).read_text())["banlist_sha256"]
+        expect = Path(args.expect)
+        if expect.suffix == ".parquet":  # a published ban list
+            expected = hashlib.sha256(expect.read_bytes()).hexdigest()
+        else:
+            expected = json.loads(expect.read_text())["banlist_sha256"]
         result["same_banlist_as_expected"] = expected == result["banlist_sha256"]
     write_result(result, args.out)
     print(part_table(result["nightly_stage_seconds"], result["nightly_part_seconds"]))
