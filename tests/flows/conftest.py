@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.nightly import nightly_flow
@@ -63,6 +64,13 @@ def prefect_harness() -> Iterator[None]:
     """One temporary Prefect server (SQLite) for every flow run in this process, all session."""
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture
+def harness_env(prefect_harness) -> dict[str, str]:
+    """Environment for a ``farmwatch`` subprocess to report to this session's Prefect server
+    (as runs do where a server is deployed) instead of starting a temporary one of its own."""
+    return {"PREFECT_API_URL": str(PREFECT_API_URL.value())}
 
 
 @pytest.fixture(scope="session")

@@ -98,7 +98,7 @@ def test_delta_lake_ingests_the_same_rows_and_resumes_by_version(small_world, mo
     assert after["accepted"] == before["accepted"]
 
 
-def test_s3a_lake_publishes_the_same_list(small_world, s3_server):
+def test_s3a_lake_publishes_the_same_list(small_world, s3_server, harness_env):
     home, reference = small_world.home, small_world.summary
     boto3.client("s3", endpoint_url=s3_server.url).create_bucket(Bucket="lake")
     scheme, _, host = s3_server.url.partition("://")
@@ -120,6 +120,7 @@ def test_s3a_lake_publishes_the_same_list(small_world, s3_server):
             {"spark.hadoop.mapreduce.fileoutputcommitter.algorithm.version": "2"}
         ),
         "FARMWATCH_PUBLISH__TARGET": str(home / "bucket-s3a"),
+        **harness_env,
     }
     env.pop("FARMWATCH_CONFIG", None)
     done = subprocess.run(

@@ -23,12 +23,13 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _nightly_in_subprocess(home: Path, target: Path, **spark_env: str) -> str:
+def _nightly_in_subprocess(home: Path, target: Path, prefect: dict, **spark_env: str) -> str:
     env = {
         **os.environ,
         "FARMWATCH_LAKE__HOME": str(home),
         "FARMWATCH_PUBLISH__TARGET": str(target),
         "FARMWATCH_SPARK__DRIVER_MEMORY": "2g",
+        **prefect,
         **spark_env,
     }
     done = subprocess.run(
@@ -43,11 +44,14 @@ def _nightly_in_subprocess(home: Path, target: Path, **spark_env: str) -> str:
     return done.stdout
 
 
-def test_connect_on_a_cluster_publishes_the_same_list_as_local(small_world, spark_connect_server):
+def test_connect_on_a_cluster_publishes_the_same_list_as_local(
+    small_world, spark_connect_server, harness_env
+):
     farmwatch_home, local = small_world.home, small_world.summary
     out = _nightly_in_subprocess(
         farmwatch_home,
         farmwatch_home / "bucket-connect",
+        harness_env,
         FARMWATCH_SPARK__REMOTE=spark_connect_server,
     )
     assert f"accounts banned : {local['banned']:,}" in out
