@@ -60,8 +60,7 @@ def quantile_profile(
 
     One ``percentile_approx`` aggregate per column (accuracy ``1 / relative_error``): the same
     summaries as ``DataFrame.approxQuantile`` at that rank error, and the same values for the
-    same input partitions, in half its time at 1M accounts (``approxQuantile`` merges its
-    summaries outside Spark's code-generated aggregation).
+    same input partitions (as fast at 1M accounts; faster on small tables).
 
     Args:
         frame: one row per account.
