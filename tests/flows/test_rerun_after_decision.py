@@ -70,12 +70,13 @@ def test_a_rerun_after_a_decision_publishes_a_list_that_applies_it(
     banned = relisted.loc[relisted["action"] == "ban", "account_id"]
     first, second = banned.iloc[0], banned.iloc[-1]
     allowlist = tmp_path / "allowlist.csv"
-    allowlist.write_text(f"kind,value,note\naccount,{first},vip\n")
+    allowlist.write_text("kind,value,note\n")
     monkeypatch.setenv("FARMWATCH_BANS__ALLOWLIST", str(allowlist))
     listed_runs = [published["run_id"]]
-    for kept_off_now in ({first}, {first, second}):
-        if len(kept_off_now) == 2:
-            allowlist.write_text(allowlist.read_text() + f"account,{second},vip\n")
+    kept_off_now: set[str] = set()
+    for vip in (first, second):  # the first run with the file, then the same file edited
+        allowlist.write_text(allowlist.read_text() + f"account,{vip},vip\n")
+        kept_off_now.add(vip)
         run = nightly_flow(run_date=day)
         assert run["resumed_stages"] == STAGES, kept_off_now  # publish ran again
         assert run["published"]["run_id"] not in listed_runs
