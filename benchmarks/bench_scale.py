@@ -9,11 +9,14 @@ one invocation, so the ratio compares figures from the same run.
 Reported per world: ingest, graph and communities seconds, peak RSS (GiB, whole run and per
 stage), graph size, community quality on ground truth. Across worlds:
 ``time_ratio`` = (graph + communities)(large) / (graph + communities)(small), the issue's bar
-being <= 10 and peak memory within the machine's 24 GiB. Writes JSON (default
-``benchmarks/results/scale.json``).
+being <= 10 and peak memory within the machine's 24 GiB. With ``--max-task-accounts N`` each
+world also runs the communities stage again with ``graph.refine_max_task_accounts = N`` and
+compares it with the uncut run (quality, farm-candidate accounts, the same farm groups or not,
+time and peak memory). Writes JSON (default ``benchmarks/results/scale.json``).
 
     .venv/bin/python benchmarks/bench_scale.py --lake /path/1M-lake --lake /path/10M-lake
     .venv/bin/python benchmarks/bench_scale.py --accounts 20000 --accounts 200000   # smoke
+    .venv/bin/python benchmarks/bench_scale.py --lake /path/1M-lake --max-task-accounts 30000
 """
 
 from __future__ import annotations
@@ -156,6 +159,8 @@ def _stages(
     result["largest_community"] = (
         table.groupBy("community_id").count().agg(F.max("count")).first()[0]
     )
+    if args.max_task_accounts:
+        _cut(result, memory, spark, ctx, truth, home, args.max_task_accounts)
     result["spark"] = {
         "master": settings.spark.master,
         "driver_memory": settings.spark.driver_memory,
@@ -164,12 +169,73 @@ def _stages(
     spark.stop()
 
 
+def _cut(
+    result: dict[str, Any],
+    memory: PeakMemory,
+    spark: Any,
+    ctx: Any,
+    truth: Any,
+    home: Path,
+    cap: int,
+) -> None:
+    """The communities stage again with ``graph.refine_max_task_accounts = cap``, compared.
+
+    The uncut farm candidates are kept aside first (the cut run writes the same table); the
+    comparison counts the accounts in farm candidates in one run and not the other, and
+    whether the farm candidates are the same groups of accounts.
+    """
+    from pyspark.sql import functions as F
+
+    from jobs.communities import stage as communities
+    from jobs.core.stage import StageContext
+    from jobs.report.summary import community_quality
+
+    def farms(table: Any) -> Any:
+        members = table.where(F.col("farm_id").isNotNull())
+        return members.groupBy("farm_id").agg(F.sort_array(F.collect_list("account_id")).alias("m"))
+
+    uncut_path = home / "uncut_communities"
+    spark.read.parquet(str(ctx.layout.communities)).select("account_id", "farm_id").write.mode(
+        "overwrite"
+    ).parquet(str(uncut_path))
+    uncut = spark.read.parquet(str(uncut_path))
+    graph = ctx.settings.graph.model_copy(update={"refine_max_task_accounts": cap})
+    settings = ctx.settings.model_copy(update={"graph": graph})
+    cut_ctx = StageContext(spark, settings, ctx.layout, ctx.run_date)
+    memory.phase = "communities_cut"
+    start = time.perf_counter()
+    summary = communities.run(cut_ctx)
+    seconds = round(time.perf_counter() - start, 1)
+    memory.phase = "report"
+    table = spark.read.parquet(str(ctx.layout.communities))
+    in_farm = F.col("farm_id").isNotNull()
+    both = uncut.select("account_id", in_farm.alias("a")).join(
+        table.select("account_id", in_farm.alias("b")), "account_id"
+    )
+    result["cut"] = {
+        "refine_max_task_accounts": cap,
+        "communities": summary,
+        "communities_seconds": seconds,
+        "quality": community_quality(table, truth, "community_id"),
+        "largest_community": table.groupBy("community_id").count().agg(F.max("count")).first()[0],
+        "farm_accounts_only_uncut": both.where("a and not b").count(),
+        "farm_accounts_only_cut": both.where("b and not a").count(),
+        "same_farm_groups": farms(uncut).select("m").exceptAll(farms(table).select("m")).isEmpty()
+        and farms(table).select("m").exceptAll(farms(uncut).select("m")).isEmpty(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lake", action="append", help="an existing world, smallest first")
     parser.add_argument("--accounts", type=int, action="append", help="worlds to generate")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--memory-limit-gib", type=float, default=24.0)
+    parser.add_argument(
+        "--max-task-accounts",
+        type=int,
+        help="also run the communities stage with this graph.refine_max_task_accounts, compared",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="benchmarks/results/scale.json")
     args = parser.parse_args()
@@ -184,7 +250,12 @@ def main() -> None:
     for world in worlds:
         print(f"world {world[1]} ...", flush=True)
         child = subprocess.run(
-            [sys.executable, __file__, "--child", "--seed", str(args.seed), *world],
+            [sys.executable, __file__, "--child", "--seed", str(args.seed), *world]
+            + (
+                ["--max-task-accounts", str(args.max_task_accounts)]
+                if args.max_task_accounts
+                else []
+            ),
             stdout=subprocess.PIPE,
             text=True,
             check=True,

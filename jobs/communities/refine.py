@@ -7,17 +7,25 @@ account-entity graph (``dst_is_entity`` true), so a hub never has to be projecte
 quadratic account-account clique. Out: ``account_id, component_id, community_id`` for every
 account, where ``community_id`` is the smallest ``account_id`` of the community (deterministic).
 
-Components smaller than ``refine_min_size`` stay whole. Each larger component is one group of a
-Spark ``applyInPandas``: the group's edges go to igraph's C Leiden (modularity, weighted, seeded,
-nodes in sorted order) on an executor, so the work is parallel across components and never
-leaves Spark. A legitimate giant component (an office, a family card, a proxy pool shared by
-several farms) is thereby split into its dense parts instead of becoming one farm. Called by
-:mod:`jobs.communities` and the tests.
+Components smaller than ``refine_min_size`` stay whole. Each larger component is one task (a group
+of a Spark ``applyInPandas``): the task's edges go to igraph's C Leiden (modularity, weighted,
+seeded, nodes in sorted order) on an executor, so the work is parallel across components and
+never leaves Spark. With ``max_task_accounts`` set, a component with more accounts is first cut
+into parts that fit (:func:`split_tasks`): connected components of its positive-weight edges
+(edges Leiden gives no weight cannot join a community's members), then, for a part still too
+big, of its edges above the first decile of its edge weights (the most shared, least telling
+entities go first), round after round until every part fits. Each part's Leiden runs with the
+resolution scaled by the part's share of the component's weight, so it optimises the component's
+own modularity restricted to the part. A legitimate giant component (an office, a family card, a
+proxy pool shared by several farms) is thereby split into its dense parts instead of becoming one
+farm. Called by :mod:`jobs.communities` and the tests.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from typing import Any
 
 import igraph
 import numpy as np
@@ -43,10 +51,12 @@ _OPTIONAL_EDGE_COLUMNS = {  # name -> Spark SQL of its default
     "degree": "cast(null as bigint)",
 }
 _MAX_PEELS = 20  # rounds of the core rule; each round only removes members
-# what one component's Leiden returns: account node (hashed id) and its community label
+_CUT_QUANTILE = 0.1  # share of a too-big part's weighted edges that each round cuts, at least
+_MAX_SPLIT_ROUNDS = 256  # 0.9^256 of the edges: none left long before
+# what one task's Leiden returns: account node (hashed id) and its community label
 _GROUP_SCHEMA = T.StructType(
     [
-        T.StructField("component_id", T.StringType(), False),
+        T.StructField("task", T.StringType(), False),
         T.StructField("node", T.LongType(), False),
         T.StructField("label", T.LongType(), False),
     ]
@@ -275,15 +285,12 @@ def _weak_members(
     return weak
 
 
-def _component_edges(components: DataFrame, edges: DataFrame, member: DataFrame) -> DataFrame:
-    """The refinement edges of every large component, with hashed node ids for Python.
-
-    Args:
-        components: ``account_id, component_id``.
-        edges: the refinement edges with every optional column filled.
-        member: ``src`` (account) and ``component_id`` of the accounts of large components.
-    """
-    grouped = edges.select(
+def _typed_edges(edges: DataFrame) -> DataFrame:
+    """The refinement edges with every optional column filled and typed."""
+    for name, default in _OPTIONAL_EDGE_COLUMNS.items():
+        if name not in edges.columns:
+            edges = edges.withColumn(name, F.expr(default))
+    return edges.select(
         F.col("src").cast("string").alias("src"),
         F.col("dst").cast("string").alias("dst"),
         F.col("weight").cast("double").alias("weight"),
@@ -291,23 +298,35 @@ def _component_edges(components: DataFrame, edges: DataFrame, member: DataFrame)
         F.col("kind").cast("string").alias("kind"),
         F.col("strong").cast("boolean").alias("strong"),
         F.col("degree").cast("long").alias("degree"),
-    ).join(member, "src")
-    # an account-account edge must stay inside its component (it always does for real links)
-    same_component = components.select(
-        F.col("account_id").alias("dst"), F.col("component_id").alias("dst_component")
-    )
-    grouped = (
-        grouped.join(same_component, "dst", "left")
-        .where(F.col("dst_is_entity") | (F.col("dst_component") == F.col("component_id")))
-        .drop("dst_component")
     )
 
+
+def _inside(edges: DataFrame, member: DataFrame) -> DataFrame:
+    """Edges of ``member``'s accounts (``src, task``), account-account ones inside one task."""
+    same_task = member.select(F.col("src").alias("dst"), F.col("task").alias("dst_task"))
+    return (
+        edges.join(member, "src")
+        .join(same_task, "dst", "left")
+        .where(F.col("dst_is_entity") | (F.col("dst_task") == F.col("task")))
+        .drop("dst_task")
+    )
+
+
+def _task_edges(edges: DataFrame, member: DataFrame) -> DataFrame:
+    """The refinement edges of every Leiden task, with hashed node ids for Python.
+
+    Args:
+        edges: :func:`_typed_edges` output.
+        member: ``src`` (account) and ``task`` of the accounts of large components, each
+            account in one task.
+    """
+    grouped = _inside(edges, member)
     # Python receives numbers only: 64-bit hashes for the nodes (entities in their own hash
     # namespace) and for the evidence kind. Strings cost ~10x the memory in pandas, and the
     # 10M world's giant component (2.3M accounts) did not fit as strings. A collision inside a
-    # component (odds about n^2 / 2^65, under 1e-6 for 2.3M accounts) would only merge two nodes.
-    grouped = grouped.select(
-        "component_id",
+    # task (odds about n^2 / 2^65, under 1e-6 for 2.3M accounts) would only merge two nodes.
+    return grouped.select(
+        "task",
         F.xxhash64("src").alias("src"),
         F.when(F.col("dst_is_entity"), F.xxhash64(F.lit("~"), "dst"))
         .otherwise(F.xxhash64("dst"))
@@ -318,7 +337,6 @@ def _component_edges(components: DataFrame, edges: DataFrame, member: DataFrame)
         "strong",
         "degree",
     )
-    return grouped
 
 
 def _back_to_accounts(member: DataFrame, refined: DataFrame) -> DataFrame:
@@ -326,16 +344,211 @@ def _back_to_accounts(member: DataFrame, refined: DataFrame) -> DataFrame:
     return (
         member.select(
             F.col("src").alias("account_id"),
-            "component_id",
+            "task",
             F.xxhash64(F.col("src").cast("string")).alias("node"),  # as the edges' src
         )
-        .join(refined, ["component_id", "node"])
+        .join(refined, ["task", "node"])
         .select(
             "account_id",
-            F.min("account_id")
-            .over(Window.partitionBy("component_id", "label"))
-            .alias("community_id"),
+            F.min("account_id").over(Window.partitionBy("task", "label")).alias("community_id"),
         )
+    )
+
+
+def _keep(df: DataFrame, scratch: str, name: str) -> DataFrame:
+    """``df`` computed once: written under ``scratch`` and read back.
+
+    Not a local checkpoint: one keeps the size estimate of the plan it replaces, and Spark
+    estimates a join as the product of its sides, so joined and checkpointed round after round
+    the estimate squares each round (20 minutes of planning were spent multiplying it at round
+    11 on the 1M world). A file read back is estimated by its size.
+    """
+    path = f"{str(scratch).rstrip('/')}/{name}"
+    df.write.mode("overwrite").parquet(path)
+    return df.sparkSession.read.parquet(path)
+
+
+ComponentsFn = Callable[[DataFrame, DataFrame], DataFrame]
+"""Connected components: (``account_id`` vertices, ``src, dst`` edges) -> ``account_id,
+component_id`` (as :func:`jobs.communities.components.connected_components` returns)."""
+
+
+def split_tasks(
+    member: DataFrame,
+    edges: DataFrame,
+    sizes: DataFrame,
+    max_task_accounts: int,
+    components: ComponentsFn,
+    scratch: str,
+) -> tuple[DataFrame, dict[str, Any]]:
+    """Cut every component of more than ``max_task_accounts`` accounts into Leiden tasks that fit.
+
+    A part is a connected component of the component's account-entity graph over the edges
+    above a weight floor (0 in the first round: an edge Leiden gives no weight, such as a proxy
+    pool's at the default ``network`` weight, cannot hold a community together). A part still
+    too big gets, as its next floor, the first decile of the weights of the edges that made it,
+    and is cut again; every round drops at least a tenth of such a part's edges, so the rounds
+    end. Small steps keep a farm whole: on the 1M world's 150,187-account component at a cap of
+    30,000, cutting at the median left 103 of the campaign's 25,000 accounts outside its part,
+    at the first decile none (``benchmarks/bench_scale.py --max-task-accounts``). The parts
+    of a component are then packed, in part-id order, into tasks of at most
+    ``max_task_accounts`` accounts (parts of more than half of it alone), so thousands of lone
+    accounts do not become thousands of tasks. No community can cross two parts, whose only
+    ties weigh nothing or were the component's most shared entities.
+
+    Args:
+        member: ``src, component_id`` of the accounts Leiden refines.
+        edges: :func:`_typed_edges` output.
+        sizes: ``component_id, component_size``.
+        max_task_accounts: most accounts one task may hold.
+        components: connected components, whichever backend the stage runs.
+        scratch: a folder for the rounds' tables (see :func:`_keep`), shared by driver and
+            executors.
+
+    Returns:
+        ``src, task, resolution_scale`` for every account of ``member`` (the scale is the
+        task's share of its component's edge weight: 1.0 for a component that is one task) and
+        figures: components split, rounds, tasks and the largest task's accounts.
+    """
+    if max_task_accounts < 2:
+        raise ValueError(f"refine_max_task_accounts must be at least 2, got {max_task_accounts}")
+    if not scratch:
+        raise ValueError("cutting components (refine_max_task_accounts) needs a scratch folder")
+    over = sizes.where(F.col("component_size") > max_task_accounts).select("component_id")
+    # task names: c| a whole component, p| a part alone, s| a slot of packed parts
+    whole = member.join(over, "component_id", "left_anti").select(
+        "src",
+        F.concat(F.lit("c|"), "component_id").alias("task"),
+        F.lit(1.0).alias("resolution_scale"),
+    )
+    figures: dict[str, Any] = {"split_components": over.count(), "split_rounds": 0}
+    if figures["split_components"] == 0:
+        return whole, figures
+    pending = (
+        member.join(over, "component_id")
+        .select("src", "component_id", F.col("component_id").alias("task"))
+        .withColumn("floor", F.lit(0.0))
+    )
+    pending = _keep(pending, scratch, "pending-0")
+    # the weighted edges of the components to cut, once: every round and the scales read them
+    # (weightless ones never hold a part together and add nothing to a weight)
+    edges = _keep(
+        _inside(edges, pending.select("src", "task"))
+        .where(F.col("weight") > 0)
+        .select("src", "dst", "weight", "dst_is_entity"),
+        scratch,
+        "edges",
+    )
+    parts: list[DataFrame] = []
+    while True:
+        figures["split_rounds"] += 1
+        if figures["split_rounds"] > _MAX_SPLIT_ROUNDS:
+            raise RuntimeError(
+                f"components still above {max_task_accounts} accounts after "
+                f"{_MAX_SPLIT_ROUNDS} rounds of cutting (refine_max_task_accounts)"
+            )
+        kept = _inside(edges, pending.select("src", "task", "floor")).where(
+            F.col("weight") > F.col("floor")
+        )
+        links = kept.select(
+            "src",
+            # an entity node per part (its length-prefixed name first: no two parts share one)
+            F.when(
+                F.col("dst_is_entity"),
+                F.concat(F.lit("~"), F.length("task").cast("string"), F.lit(":"), "task", "dst"),
+            )
+            .otherwise(F.col("dst"))
+            .alias("dst"),
+        )
+        labels = components(pending.select(F.col("src").alias("account_id")), links)
+        labelled = pending.join(
+            labels.select(F.col("account_id").alias("src"), F.col("component_id").alias("part")),
+            "src",
+        )
+        counts = labelled.groupBy("part").agg(F.count("*").alias("part_size"))
+        labelled = _keep(labelled.join(counts, "part"), scratch, f"parts-{figures['split_rounds']}")
+        parts.append(
+            labelled.where(F.col("part_size") <= max_task_accounts).select(
+                "src", "component_id", "part", "part_size"
+            )
+        )
+        too_big = labelled.where(F.col("part_size") > max_task_accounts)
+        if too_big.isEmpty():
+            break
+        # an exact quantile (Spark's percentile counts distinct values, and weights come from a
+        # few hundred entity degrees): deterministic, unlike an approximate one
+        floors = (
+            kept.join(too_big.select("src", "part"), "src")
+            .groupBy("part")
+            .agg(F.percentile("weight", _CUT_QUANTILE).alias("floor"))
+        )
+        pending = _keep(
+            too_big.select("src", "component_id", F.col("part").alias("task"))
+            .join(floors, F.col("task") == floors["part"])
+            .select("src", "component_id", "task", "floor"),
+            scratch,
+            f"pending-{figures['split_rounds']}",
+        )
+    packed = _keep(_pack(parts, max_task_accounts, scratch), scratch, "packed")
+    return whole.unionByName(_with_resolution_scale(edges, packed)), figures
+
+
+def _pack(parts: list[DataFrame], max_task_accounts: int, scratch: str) -> DataFrame:
+    """Parts (``src, component_id, part, part_size``) packed into tasks of at most the cap.
+
+    A part of more than half the cap is a task of its own; smaller ones fill, in part-id order
+    within their component, slots of half the cap, a task being the parts that start in one
+    slot: each ends before the next slot does, so a task holds fewer accounts than the cap.
+    """
+    every = parts[0]
+    for more in parts[1:]:
+        every = every.unionByName(more)
+    every = _keep(every, scratch, "every")
+    half = max_task_accounts // 2
+    distinct = every.select("component_id", "part", "part_size").distinct()
+    small = distinct.where(F.col("part_size") <= half)
+    before = F.sum("part_size").over(
+        Window.partitionBy("component_id")
+        .orderBy("part")
+        .rowsBetween(Window.unboundedPreceding, -1)
+    )
+    slots = small.select(
+        "part",
+        F.concat(
+            F.lit("s|"),
+            "component_id",
+            F.lit("|"),
+            F.floor(F.coalesce(before, F.lit(0)) / F.lit(half)).cast("string"),
+        ).alias("slot"),
+    )
+    return every.join(slots, "part", "left").select(
+        "src", "component_id", F.coalesce("slot", F.concat(F.lit("p|"), "part")).alias("task")
+    )
+
+
+def _with_resolution_scale(edges: DataFrame, packed: DataFrame) -> DataFrame:
+    """``src, task, resolution_scale``: each task's share of its component's edge weight.
+
+    Leiden's modularity on a task at resolution ``r * share`` is the component's modularity at
+    ``r`` restricted to the task. The sums are exact (decimals), so the share does not depend on
+    the order rows arrive in.
+    """
+    weight = F.col("weight").cast("decimal(38,18)")
+    of_task = (
+        _inside(edges, packed.select("src", "task"))
+        .groupBy("task")
+        .agg(F.sum(weight).alias("task_weight"))
+    )
+    of_component = (
+        _inside(edges, packed.select("src", F.col("component_id").alias("task")))
+        .groupBy(F.col("task").alias("component_id"))
+        .agg(F.sum(weight).alias("component_weight"))
+    )
+    share = (F.col("task_weight") / F.col("component_weight")).cast("double")
+    return (
+        packed.join(of_task, "task", "left")
+        .join(of_component, "component_id", "left")
+        .select("src", "task", F.coalesce(share, F.lit(1.0)).alias("resolution_scale"))
     )
 
 
@@ -348,6 +561,10 @@ def refine_communities(
     min_evidence_kinds: int = 1,
     iterations: int = 2,
     min_concentration: float = 0.0,
+    max_task_accounts: int | None = None,
+    split_components: ComponentsFn | None = None,
+    figures: dict[str, Any] | None = None,
+    scratch: Any | None = None,
 ) -> DataFrame:
     """Split every component of at least ``min_size`` accounts with Leiden.
 
@@ -363,6 +580,12 @@ def refine_communities(
         min_evidence_kinds: see :func:`leiden_partition`.
         iterations: Leiden iterations per component (see :func:`leiden_partition`).
         min_concentration: see :func:`leiden_partition`.
+        max_task_accounts: most accounts one Leiden task may hold (None: a component is one
+            task however big); larger components are cut first (:func:`split_tasks`).
+        split_components: connected components for the cut (default: the local backend).
+        figures: filled, when given, with the tasks' figures (count, largest, cut components).
+        scratch: a folder the cut writes its rounds to (see :func:`split_tasks`); needed with
+            ``max_task_accounts``.
 
     Returns:
         ``account_id, component_id, community_id`` for every account of ``components``.
@@ -373,29 +596,67 @@ def refine_communities(
         raise ValueError(f"refine_min_size must be at least 2, got {min_size}")
     # missing optional columns: account-account links of one kind, no strong identifiers, and
     # an unknown degree (the core rule then counts an entity's accounts in the component)
-    for name, default in _OPTIONAL_EDGE_COLUMNS.items():
-        if name not in edges.columns:
-            edges = edges.withColumn(name, F.expr(default))
+    edges = _typed_edges(edges)
     sizes = components.groupBy("component_id").agg(F.count("*").alias("component_size"))
     large = sizes.where(F.col("component_size") >= min_size).select("component_id")
     member = components.join(large, "component_id").select(
         F.col("account_id").alias("src"), "component_id"
     )
-    grouped = _component_edges(components, edges, member)
+    if max_task_accounts is None:
+        tasks = member.select(
+            "src", F.col("component_id").alias("task"), F.lit(1.0).alias("resolution_scale")
+        )
+        cut: dict[str, Any] = {}
+    else:
+        if split_components is None:
+            from jobs.communities.components import components_local
+
+            spark = components.sparkSession
+
+            def split_components(vertices: DataFrame, links: DataFrame) -> DataFrame:
+                return components_local(spark, vertices, links)
+
+        tasks, cut = split_tasks(member, edges, sizes, max_task_accounts, split_components, scratch)
+        tasks = _keep(tasks, scratch, "tasks")
+    # each cut task's resolution scale (the tasks are few: a dict in the closure, not a column
+    # of every edge row)
+    scales = (
+        {}
+        if max_task_accounts is None
+        else {
+            r["task"]: r["resolution_scale"]
+            for r in tasks.where(F.col("resolution_scale") != 1.0)
+            .select("task", "resolution_scale")
+            .distinct()
+            .collect()
+        }
+    )
+    if figures is not None:
+        task_sizes = tasks.groupBy("task").agg(F.count("*").alias("accounts"))
+        row = task_sizes.agg(F.count("*").alias("n"), F.max("accounts").alias("largest")).first()
+        figures.update(
+            {"refine_tasks": row["n"], "largest_refine_task": row["largest"] or 0, **cut}
+        )
+    grouped = _task_edges(edges, tasks)
 
     def split(group: pd.DataFrame) -> pd.DataFrame:
         # no drop of the key column: that would copy the group, and leiden_partition reads
         # only the columns it names
+        task = group["task"].iloc[0]
         parts = leiden_partition(
-            group, resolution, seed, min_evidence_kinds, iterations, min_concentration
+            group,
+            resolution * scales.get(task, 1.0),
+            seed,
+            min_evidence_kinds,
+            iterations,
+            min_concentration,
         )
-        component = group["component_id"].iloc[0]
         return pd.DataFrame(
-            {"component_id": component, "node": parts["account_id"], "label": parts["community_id"]}
+            {"task": task, "node": parts["account_id"], "label": parts["community_id"]}
         )
 
-    refined = grouped.groupBy("component_id").applyInPandas(split, schema=_GROUP_SCHEMA)
-    labelled = _back_to_accounts(member, refined)
+    refined = grouped.groupBy("task").applyInPandas(split, schema=_GROUP_SCHEMA)
+    labelled = _back_to_accounts(tasks, refined)
     return (
         components.select("account_id", "component_id")
         .join(sizes, "component_id")

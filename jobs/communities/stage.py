@@ -3,11 +3,12 @@
 In: a :class:`jobs.core.stage.StageContext` (the run's accepted signups and graph tables, the
 ``graph`` settings). Out, under the run's layout: ``components``, ``refined`` (when Leiden
 runs) and ``communities`` (:func:`jobs.communities.assign.describe_communities`), and a summary
-(components backend, counts, farm candidates). Connected components over hard-key links say
-which accounts are connected at all; components of ``graph.refine_min_size`` or more accounts
-are split by Leiden (:mod:`jobs.communities.refine`) over the weighted account-entity graph, so
-one giant component never becomes one farm. Called by the nightly and training flows'
-communities task and the tests.
+(components backend, counts, farm candidates, Leiden tasks and the largest one's accounts).
+Connected components over hard-key links say which accounts are connected at all; components of
+``graph.refine_min_size`` or more accounts are split by Leiden (:mod:`jobs.communities.refine`)
+over the weighted account-entity graph, so one giant component never becomes one farm; one
+above ``graph.refine_max_task_accounts`` is cut first, its rounds written under
+``graph/refine_cut``. Called by the nightly and training flows' communities task and the tests.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     entities = spark.read.parquet(str(layout.account_entities))
     components, backend = connected_components(spark, accounts.select("account_id"), links, graph)
     components = persist(components, layout.components)
+    tasks: dict[str, Any] = {}
     if graph.refinement == "leiden":
         stats = spark.read.parquet(str(layout.entity_stats))
         refined = refine_communities(
@@ -51,6 +53,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
             graph.min_evidence_kinds,
             graph.leiden_iterations,
             graph.min_entity_concentration,
+            graph.refine_max_task_accounts,
+            lambda vertices, edges: connected_components(spark, vertices, edges, graph)[0],
+            tasks,
+            layout.refine_cut,
         )
         # once: the describe steps below read the refinement several times, and every read
         # would run Leiden again (on the 10M world, two copies of the 2.3M-account component's
@@ -72,6 +78,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "communities": communities.select("community_id").distinct().count(),
         "farm_candidates": farms.select("farm_id").distinct().count(),
         "accounts_in_farm_candidates": farms.count(),
+        **tasks,
     }
 
 

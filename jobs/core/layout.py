@@ -9,7 +9,8 @@ read. Called by every stage, the flows, training, the benchmarks and the tests.
 - ``graph/account_entities``, ``graph/entity_stats``, ``graph/account_links`` (graph):
   keyed-hash entities, their degrees, star links;
 - ``graph/components``, ``graph/refined``, ``graph/communities`` (communities): components,
-  Leiden communities, farm candidates;
+  Leiden communities, farm candidates; ``graph/refine_cut/<table>``: the rounds of cutting a
+  component above ``graph.refine_max_task_accounts`` (only when one is);
 - ``account_features``, ``feature_reference.json``, ``group_anomaly``, ``features``
   (features): the model's input table and what it is built from;
 - ``scores`` (score): score, account score, reasons, own evidence;
@@ -73,6 +74,11 @@ class RunLayout:
     def refined(self) -> Any:
         """Communities after Leiden and the core rule, before farm ids."""
         return self.root / "graph" / "refined"
+
+    @property
+    def refine_cut(self) -> Any:
+        """Scratch tables of the cut of components above the Leiden task cap."""
+        return self.root / "graph" / "refine_cut"
 
     @property
     def communities(self) -> Any:

@@ -122,6 +122,8 @@ class GraphSettings(_Section):
     """leiden splits large components into communities; none keeps them whole."""
     refine_min_size: int = 30
     """Components of at least this many accounts are refined by Leiden."""
+    refine_max_task_accounts: Annotated[int, Field(ge=2)] | None = None
+    """Most accounts one Leiden task holds; larger components are cut first (none: no cap)."""
     leiden_resolution: float = 0.5
     """Leiden's modularity resolution."""
     leiden_seed: int = 7

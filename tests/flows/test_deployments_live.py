@@ -5,10 +5,12 @@ Starts ``farmwatch serve`` as a separate process the way a newcomer does, withou
 moto's S3 server. Through the Prefect API it checks that the nightly and weekly deployments
 exist with their schedules and limits, triggers a nightly run on the shared small world's lake
 with its champion (read only; this test has its own home and bucket) and waits for it (state,
-artifact, ban list on S3), then kills the S3 server and triggers another date: the publish step
-retries, the run ends Failed with a readable reason, a webhook hears about it, and the list in
-force is untouched. A backfill over both dates then skips the published one and resumes the
-failed one after its last finished stage. When serve stops, its Prefect server is gone too.
+artifact, ban list on S3), then kills the S3 server and triggers the date again with a profile
+that allowlists one banned account (every stage resumes, so the failure lands in publish: the
+publish step retries, the run ends Failed with a readable reason, a webhook hears about it, and
+the list in force is untouched). A backfill then skips the published date, and a forced one with
+the profile resumes the failed run after its last finished stage and takes the account off the
+list. When serve stops, its Prefect server is gone too.
 
 The home starts with a copy of the small world's finished stages for its date, and the bucket's
 key is the small world's: the same inputs, settings and model, so the first run resumes them
@@ -18,6 +20,7 @@ resume in another home when nothing upstream changed.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -25,10 +28,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import date, timedelta
 from pathlib import Path
 
 import boto3
+import pandas as pd
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -122,7 +125,6 @@ def _drain_prefect_workers() -> None:
 
 def _served(small_world, farmwatch_home, s3_server, webhook, store) -> None:
     end = small_world.summary["run_date"]
-    day_before = (date.fromisoformat(end) - timedelta(days=1)).isoformat()
     found = _wait_for_deployments([NIGHTLY_DEPLOYMENT, RETRAIN_DEPLOYMENT])
     nightly = found[NIGHTLY_DEPLOYMENT]
     assert nightly.schedules[0].schedule.cron == "0 2 * * *"
@@ -153,10 +155,19 @@ def _served(small_world, farmwatch_home, s3_server, webhook, store) -> None:
         "score",
     ]
 
+    # A profile that allowlists one banned account: a new run of the same date whose stages
+    # all resume, so it reaches publish at once (a new date would compute five stages first).
+    listed = pd.read_parquet(io.BytesIO(store.get(f"{in_force['prefix']}/banlist.parquet")))
+    vip = listed.loc[listed["action"] == "ban", "account_id"].iloc[0]
+    allowlist = farmwatch_home / "allowlist.csv"
+    allowlist.write_text(f"kind,value,note\naccount,{vip},verified customer\n")
+    profile = farmwatch_home / "vip.toml"
+    profile.write_text(f'[bans]\nallowlist = "{allowlist}"\n')
+
     s3_server.kill()  # the bucket's endpoint goes down before the next run publishes
     bad = run_deployment(
         NIGHTLY_DEPLOYMENT,
-        parameters={"run_date": day_before},
+        parameters={"run_date": end, "config_file": str(profile)},
         timeout=900,
         poll_interval=3,
     )
@@ -171,16 +182,22 @@ def _served(small_world, farmwatch_home, s3_server, webhook, store) -> None:
     publish = [t for t in tasks if t.name.startswith("publish")]
     assert publish and publish[0].run_count == 3  # the first try and two retries
     assert publish[0].state.is_failed()
-    assert any(m["event"] == "run_failed" and m["run_date"] == day_before for m in webhook.received)
+    assert any(m["event"] == "run_failed" and m["run_date"] == end for m in webhook.received)
 
     s3_server.restart()
     assert latest_pointer(store) == in_force  # the failed run touched nothing
 
-    # Backfill: the published date is skipped, the failed one resumes after its last stage.
-    outcome = backfill_flow(start=day_before, end=end)
-    assert outcome == {day_before: "published", end: "skipped: published"}
-    runs = {r["run_date"]: r["status"] for r in list_runs(store)}
-    assert runs == {day_before: "published", end: "published"}
-    assert latest_pointer(store)["run_date"] == end  # an older date never takes over
-    report = json.loads((farmwatch_home / "runs" / f"dt={day_before}" / "report.json").read_text())
+    # Backfill: the published date is skipped; forced with the profile, the failed run resumes
+    # after its last finished stage and publishes.
+    assert backfill_flow(start=end, end=end) == {end: "skipped: published"}
+    outcome = backfill_flow(start=end, end=end, force=True, config_file=str(profile))
+    assert outcome == {end: "published"}
+    report = json.loads((farmwatch_home / "runs" / f"dt={end}" / "report.json").read_text())
     assert report["resumed_stages"] == ["ingest", "graph", "communities", "features", "score"]
+    now = latest_pointer(store)
+    assert now["run_date"] == end and now["run_id"] != in_force["run_id"]
+    relisted = pd.read_parquet(io.BytesIO(store.get(f"{now['prefix']}/banlist.parquet")))
+    assert vip not in set(relisted["account_id"])
+    assert len(relisted) == len(listed) - 1
+    runs = {r["run_id"]: r["status"] for r in list_runs(store)}
+    assert runs == {in_force["run_id"]: "published", now["run_id"]: "published"}

@@ -6,6 +6,7 @@ import igraph
 import networkx as nx
 import pandas as pd
 import pytest
+from pyspark.sql import DataFrame
 from pyspark.testing import assertDataFrameEqual
 from sklearn.metrics import normalized_mutual_info_score
 
@@ -299,9 +300,13 @@ def test_core_rule_measures_concentration_against_all_of_an_entitys_accounts():
     assert set(overall.loc[farm, "community_id"]) == {"f0"}
 
 
-def test_farms_sharing_a_proxy_pool_split_by_operator_when_network_weighs_little(spark):
-    # two operators, each with its own cards (5 accounts each), devices and prompt templates,
-    # both buying from one residential proxy pool: every account uses 6 of its 30 addresses
+def proxy_pool_world(spark, legit: int = 0):
+    """Two operators sharing one proxy pool, and ``legit`` users of the pool.
+
+    Each operator has 40 accounts with its own cards (5 accounts each), devices (10) and prompt
+    templates (20); every account, the users' too, uses 6 of the pool's 30 addresses. Returns
+    ``entities``, ``stats`` and ``components`` (all in one component, ``a00``).
+    """
     rng = random.Random(4)
     rows = []
     for op in ("a", "b"):
@@ -313,14 +318,22 @@ def test_farms_sharing_a_proxy_pool_split_by_operator_when_network_weighs_little
                 (account, "prompt", f"{op}-tpl{i // 20}"),
             ]
             rows += [(account, "ip", f"proxy{p}") for p in rng.sample(range(30), 6)]
+    users = [f"u{i:02d}" for i in range(legit)]
+    for user in users:
+        rows += [(user, "ip", f"proxy{p}") for p in rng.sample(range(30), 6)]
     entities = spark.createDataFrame(
         rows, "account_id string, entity_type string, entity_id string"
     )
-    stats = entity_stats(entities, GraphSettings(), 80)
+    stats = entity_stats(entities, GraphSettings(), 80 + legit)
     components = spark.createDataFrame(
-        [(f"{op}{i:02d}", "a00") for op in "ab" for i in range(40)],
+        [(f"{op}{i:02d}", "a00") for op in "ab" for i in range(40)] + [(u, "a00") for u in users],
         "account_id string, component_id string",
     )
+    return entities, stats, components
+
+
+def test_farms_sharing_a_proxy_pool_split_by_operator_when_network_weighs_little(spark):
+    entities, stats, components = proxy_pool_world(spark)
     strong = GraphSettings().strong_evidence_types
 
     def operators_per_community(kind_weights: dict[str, float]) -> set[frozenset[str]]:
@@ -336,3 +349,77 @@ def test_farms_sharing_a_proxy_pool_split_by_operator_when_network_weighs_little
         frozenset("a"),
         frozenset("b"),
     }
+
+
+def test_a_capped_component_is_cut_where_only_the_proxy_pool_ties_it(spark, tmp_path):
+    # 80 operator accounts and 20 users in one component, held together by proxies only
+    entities, stats, components = proxy_pool_world(spark, legit=20)
+    settings = GraphSettings()
+    edges = refinement_edges(
+        entities, stats, 0.5, settings.strong_evidence_types, settings.refine_kind_weights
+    )
+
+    def refine(cap: int | None, figures: dict) -> DataFrame:
+        return refine_communities(
+            components, edges, 30, 0.5, 7, 3, 2, 0.5, cap, None, figures, str(tmp_path / "cut")
+        )
+
+    whole_figures: dict = {}
+    whole = refine(None, whole_figures)
+    assert whole_figures == {"refine_tasks": 1, "largest_refine_task": 100}
+    # a cap the component fits under changes nothing
+    loose_figures: dict = {}
+    assertDataFrameEqual(refine(100, loose_figures), whole)
+    assert loose_figures["split_components"] == 0
+    # cut: the pool weighs nothing, so the parts are each operator's two prompt groups (20
+    # accounts each, nothing weighted ties them) and 20 lone users; packed in id order into
+    # slots of 22 accounts, the task starting in a slot being what starts there: a00-a39 (40),
+    # b00-b19, b20-b39, u00-u07 and u08-u19. The communities are the uncut ones.
+    cut_figures: dict = {}
+    assertDataFrameEqual(refine(45, cut_figures), whole)
+    assert cut_figures == {
+        "refine_tasks": 5,
+        "largest_refine_task": 40,
+        "split_components": 1,
+        "split_rounds": 1,
+    }
+    operators = {r["community_id"][0] for r in whole.collect() if r["account_id"][0] != "u"}
+    assert operators == {"a", "b"}
+
+
+def test_a_cap_below_a_farm_cuts_its_most_shared_ties_first(spark, tmp_path):
+    entities, stats, components = proxy_pool_world(spark)
+    settings = GraphSettings()
+    edges = refinement_edges(
+        entities, stats, 0.5, settings.strong_evidence_types, settings.refine_kind_weights
+    )
+
+    def communities(cap: int | None, figures: dict) -> list[set[str]]:
+        scratch = str(tmp_path / f"cut-{cap}")
+        refined = refine_communities(
+            components, edges, 30, 0.5, 7, 1, 2, 0.5, cap, None, figures, scratch
+        )
+        members: dict[str, set[str]] = {}
+        for r in refined.collect():
+            members.setdefault(r["community_id"], set()).add(r["account_id"])
+        return list(members.values())
+
+    whole = communities(None, {})
+    assert sorted(len(c) for c in whole) == [20, 20, 20, 20]  # the prompt groups
+    figures: dict = {}
+    cut = communities(15, figures)
+    # each prompt group (20 accounts) is too big: the lowest tenth of its ties' weights (the
+    # prompt's) goes, leaving the 10-account device groups as parts, one a task
+    assert figures["split_rounds"] == 2
+    assert figures["largest_refine_task"] <= 15
+    assert max(len(c) for c in cut) <= 15
+    for community in cut:  # cut finer, never across what the uncut run kept apart
+        assert any(community <= group for group in whole), community
+
+
+def test_the_cap_is_checked(spark):
+    components, edges = two_cliques_and_a_pair(spark)
+    with pytest.raises(ValueError, match="refine_max_task_accounts must be at least 2"):
+        refine_communities(components, edges, 10, 1.0, 1, max_task_accounts=1, scratch="cut")
+    with pytest.raises(ValueError, match="needs a scratch folder"):
+        refine_communities(components, edges, 10, 1.0, 1, max_task_accounts=2).collect()
