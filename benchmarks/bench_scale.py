@@ -12,11 +12,15 @@ stage), graph size, community quality on ground truth. Across worlds:
 being <= 10 and peak memory within the machine's 24 GiB. With ``--max-task-accounts N`` each
 world also runs the communities stage again with ``graph.refine_max_task_accounts = N`` and
 compares it with the uncut run (quality, farm-candidate accounts, the same farm groups or not,
-time and peak memory). Writes JSON (default ``benchmarks/results/scale.json``).
+time and peak memory); with ``--only-cut`` as well, the communities stage runs with the cap only
+(the issue's 10M bar: no task above the cap, peak memory, time ratio). Writes JSON (default
+``benchmarks/results/scale.json``).
 
     .venv/bin/python benchmarks/bench_scale.py --lake /path/1M-lake --lake /path/10M-lake
     .venv/bin/python benchmarks/bench_scale.py --accounts 20000 --accounts 200000   # smoke
     .venv/bin/python benchmarks/bench_scale.py --lake /path/1M-lake --max-task-accounts 30000
+    .venv/bin/python benchmarks/bench_scale.py --lake /path/1M-lake --lake /path/10M-lake \
+        --max-task-accounts 30000 --only-cut --memory-limit-gib 12 --out scale-cut-10m.json
 """
 
 from __future__ import annotations
@@ -126,6 +130,11 @@ def _stages(
     from jobs.world.spec import build_spec
 
     settings = settings_for(None)
+    if args.only_cut:  # the cap from the first communities run on, no uncut run to compare
+        graph_settings = settings.graph.model_copy(
+            update={"refine_max_task_accounts": args.max_task_accounts}
+        )
+        settings = settings.model_copy(update={"graph": graph_settings})
     spark = spark_for(settings)
     lake = settings.lake.lake_path
     if not args.lake:
@@ -159,8 +168,9 @@ def _stages(
     result["largest_community"] = (
         table.groupBy("community_id").count().agg(F.max("count")).first()[0]
     )
-    if args.max_task_accounts:
+    if args.max_task_accounts and not args.only_cut:
         _cut(result, memory, spark, ctx, truth, home, args.max_task_accounts)
+    result["refine_max_task_accounts"] = settings.graph.refine_max_task_accounts
     result["spark"] = {
         "master": settings.spark.master,
         "driver_memory": settings.spark.driver_memory,
@@ -236,6 +246,11 @@ def main() -> None:
         type=int,
         help="also run the communities stage with this graph.refine_max_task_accounts, compared",
     )
+    parser.add_argument(
+        "--only-cut",
+        action="store_true",
+        help="with --max-task-accounts: run the communities stage with the cap only (no uncut run)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="benchmarks/results/scale.json")
     args = parser.parse_args()
@@ -255,7 +270,8 @@ def main() -> None:
                 ["--max-task-accounts", str(args.max_task_accounts)]
                 if args.max_task_accounts
                 else []
-            ),
+            )
+            + (["--only-cut"] if args.only_cut else []),
             stdout=subprocess.PIPE,
             text=True,
             check=True,
