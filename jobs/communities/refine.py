@@ -388,9 +388,11 @@ def split_tasks(
     pool's at the default ``network`` weight, cannot hold a community together). A part still
     too big gets, as its next floor, the first decile of the weights of the edges that made it,
     and is cut again; every round drops at least a tenth of such a part's edges, so the rounds
-    end. Small steps keep a farm whole: on the 1M world's 150,187-account component at a cap of
-    30,000, cutting at the median left 103 of the campaign's 25,000 accounts outside its part,
-    at the first decile none (``benchmarks/bench_scale.py --max-task-accounts``). The parts
+    end. Small steps kept the 1M world's campaign whole (its 150,187-account component at a cap
+    of 30,000: the median left 103 of the campaign's 25,000 accounts outside its part, the first
+    decile none), but not the 10M world's: inside a part of more than the cap, the campaign's
+    own ties (widely shared entities, the lightest) went first and it ended as lone accounts
+    (``benchmarks/bench_scale.py --max-task-accounts``, docs/pipeline.md). Experimental. The parts
     of a component are then packed, in part-id order, into tasks of at most
     ``max_task_accounts`` accounts (parts of more than half of it alone), so thousands of lone
     accounts do not become thousands of tasks. No community can cross two parts, whose only
