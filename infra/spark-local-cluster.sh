@@ -4,12 +4,16 @@
 #
 #   infra/spark-local-cluster.sh start-cluster [MASTER_PORT] [WORKERS] [CORES_PER_WORKER] [MEMORY_PER_WORKER]
 #   infra/spark-local-cluster.sh stop-cluster
-#   infra/spark-local-cluster.sh start-connect [PORT] [MASTER]
+#   infra/spark-local-cluster.sh start-connect [PORT] [MASTER] [SPARK-SUBMIT OPTIONS...]
 #   infra/spark-local-cluster.sh stop-connect
 #
 # Then point farmwatch at it:
 #   FARMWATCH_SPARK__MASTER=spark://127.0.0.1:7077 farmwatch nightly
 #   FARMWATCH_SPARK__REMOTE=sc://127.0.0.1:15002  farmwatch nightly
+# A Connect server loads its own packages and settings (the client's spark.packages do not
+# apply), e.g. for an s3a:// lake: start-connect 15002 spark://127.0.0.1:7077 \
+#   --packages org.apache.hadoop:hadoop-aws:3.5.0,software.amazon.awssdk:bundle:2.35.4 \
+#   --conf spark.hadoop.fs.s3a.endpoint=http://127.0.0.1:9000 (see infra/README.md)
 #
 # State (pid files, logs, worker dirs) goes under $FARMWATCH_SPARK_STATE (default var/spark).
 # tests/conftest.py starts the same processes the same way (ports chosen at run time).
@@ -59,18 +63,19 @@ case "${1:-}" in
     ;;
   start-connect)
     port="${2:-15002}" master="${3:-local[*]}"
+    shift $(( $# < 3 ? $# : 3 ))
     start_bg connect "$spark_home/bin/spark-submit" \
       --class org.apache.spark.sql.connect.service.SparkConnectServer \
       --master "$master" --conf "spark.connect.grpc.binding.port=$port" \
       --conf spark.ui.enabled=false --conf "spark.pyspark.python=$python" \
-      --conf spark.sql.session.timeZone=UTC
+      --conf spark.sql.session.timeZone=UTC "$@"
     echo "connect: sc://127.0.0.1:$port"
     ;;
   stop-connect)
     stop_bg connect
     ;;
   *)
-    sed -n '2,14p' "$0"
+    sed -n '2,19p' "$0"
     exit 2
     ;;
 esac

@@ -30,7 +30,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from jobs.core.config import SparkSettings
-from jobs.core.session import build_session
+from jobs.core.session import JVM_PACKAGES, build_session
 
 
 @pytest.fixture(scope="session")
@@ -304,12 +304,29 @@ def spark_cluster(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def spark_connect_server(spark_cluster: str, tmp_path: Path) -> Iterator[str]:
-    """A Spark Connect server on loopback whose jobs run on the standalone cluster above."""
+def spark_connect_server(
+    spark_cluster: str, s3_server: MotoS3Server, tmp_path: Path
+) -> Iterator[str]:
+    """A Spark Connect server on loopback whose jobs run on the standalone cluster above, with
+    the ``s3a`` package and the S3 server above as its ``s3a://`` endpoint (a Connect server
+    loads its own packages and settings; the client's ``spark.packages`` do not apply)."""
     state = tmp_path / "spark-connect"
     port = free_port()
+    s3a = {
+        "endpoint": s3_server.url,
+        "endpoint.region": "us-east-1",
+        "path.style.access": "true",
+        "connection.ssl.enabled": "false",
+        "access.key": os.environ["AWS_ACCESS_KEY_ID"],
+        "secret.key": os.environ["AWS_SECRET_ACCESS_KEY"],
+    }
+    options = ["--packages", ",".join(JVM_PACKAGES["s3a"].coordinates)]
+    for key, value in s3a.items():
+        options += ["--conf", f"spark.hadoop.fs.s3a.{key}={value}"]
+    # every part file is a few requests to moto: one rename per file
+    options += ["--conf", "spark.hadoop.mapreduce.fileoutputcommitter.algorithm.version=2"]
     try:
-        _cluster_script(state, "start-connect", str(port), spark_cluster)
+        _cluster_script(state, "start-connect", str(port), spark_cluster, *options)
         wait_for_log(state / "connect.log", "Spark Connect server started")
         yield f"sc://127.0.0.1:{port}"
     finally:

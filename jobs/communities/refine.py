@@ -379,7 +379,7 @@ def split_tasks(
     sizes: DataFrame,
     max_task_accounts: int,
     components: ComponentsFn,
-    scratch: str,
+    scratch: str | None,
 ) -> tuple[DataFrame, dict[str, Any]]:
     """Cut every component of more than ``max_task_accounts`` accounts into Leiden tasks that fit.
 
@@ -449,8 +449,14 @@ def split_tasks(
                 f"components still above {max_task_accounts} accounts after "
                 f"{_MAX_SPLIT_ROUNDS} rounds of cutting (refine_max_task_accounts)"
             )
-        kept = _inside(edges, pending.select("src", "task", "floor")).where(
-            F.col("weight") > F.col("floor")
+        # written once: the components call and, for parts still too big, the next floors
+        # read it
+        kept = _keep(
+            _inside(edges, pending.select("src", "task", "floor")).where(
+                F.col("weight") > F.col("floor")
+            ),
+            scratch,
+            f"kept-{figures['split_rounds']}",
         )
         links = kept.select(
             "src",
@@ -566,7 +572,7 @@ def refine_communities(
     max_task_accounts: int | None = None,
     split_components: ComponentsFn | None = None,
     figures: dict[str, Any] | None = None,
-    scratch: Any | None = None,
+    scratch: str | None = None,
 ) -> DataFrame:
     """Split every component of at least ``min_size`` accounts with Leiden.
 
@@ -634,7 +640,14 @@ def refine_communities(
         }
     )
     if figures is not None:
-        task_sizes = tasks.groupBy("task").agg(F.count("*").alias("accounts"))
+        # uncut, a task is a component of min_size or more: its size is already counted
+        task_sizes = (
+            sizes.where(F.col("component_size") >= min_size).select(
+                F.col("component_size").alias("accounts")
+            )
+            if max_task_accounts is None
+            else tasks.groupBy("task").agg(F.count("*").alias("accounts"))
+        )
         row = task_sizes.agg(F.count("*").alias("n"), F.max("accounts").alias("largest")).first()
         figures.update(
             {"refine_tasks": row["n"], "largest_refine_task": row["largest"] or 0, **cut}

@@ -56,7 +56,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             graph.refine_max_task_accounts,
             lambda vertices, edges: connected_components(spark, vertices, edges, graph)[0],
             tasks,
-            layout.refine_cut,
+            str(layout.refine_cut),
         )
         # once: the describe steps below read the refinement several times, and every read
         # would run Leiden again (on the 10M world, two copies of the 2.3M-account component's

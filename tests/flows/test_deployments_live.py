@@ -90,6 +90,9 @@ def test_served_deployments_run_retry_and_fail_safely(
     serve_env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     serve_env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     serve_env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"
+    # the runner looks for scheduled runs every 10 s by default: each triggered run waited
+    # for that poll
+    serve_env["PREFECT_RUNNER_POLL_FREQUENCY"] = "2"
     api = f"http://127.0.0.1:{loopback_port}/api"
     log = (tmp_path / "serve.log").open("w")
     serve = subprocess.Popen(
@@ -132,7 +135,7 @@ def _served(small_world, farmwatch_home, s3_server, webhook, store) -> None:
     assert found[RETRAIN_DEPLOYMENT].schedules[0].schedule.cron == "0 3 * * 0"
 
     good = run_deployment(
-        NIGHTLY_DEPLOYMENT, parameters={"run_date": end}, timeout=900, poll_interval=3
+        NIGHTLY_DEPLOYMENT, parameters={"run_date": end}, timeout=900, poll_interval=1
     )
     assert good.state.is_completed(), good.state
     with get_client(sync_client=True) as client:
@@ -169,7 +172,7 @@ def _served(small_world, farmwatch_home, s3_server, webhook, store) -> None:
         NIGHTLY_DEPLOYMENT,
         parameters={"run_date": end, "config_file": str(profile)},
         timeout=900,
-        poll_interval=3,
+        poll_interval=1,
     )
     assert bad.state.is_failed(), bad.state
     assert "cannot reach" in (bad.state.message or "") or "cannot reach" in str(
