@@ -12,7 +12,7 @@
 #   FARMWATCH_SPARK__REMOTE=sc://127.0.0.1:15002  farmwatch nightly
 # A Connect server loads its own packages and settings (the client's spark.packages do not
 # apply), e.g. for an s3a:// lake: start-connect 15002 spark://127.0.0.1:7077 \
-#   --packages org.apache.hadoop:hadoop-aws:3.5.0,software.amazon.awssdk:bundle:2.35.4 \
+#   --packages <the s3a coordinates in jobs/core/session.py, JVM_PACKAGES> \
 #   --conf spark.hadoop.fs.s3a.endpoint=http://127.0.0.1:9000 (see infra/README.md)
 #
 # State (pid files, logs, worker dirs) goes under $FARMWATCH_SPARK_STATE (default var/spark).
