@@ -17,9 +17,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import pytest
 from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
+from pyarrow import fs as pafs
 
 from flows.nightly import nightly_flow
 from flows.training import training_flow
@@ -51,6 +53,15 @@ class PublishedWorld:
         model_db = self.home / "mlflow.db"  # read only
         monkeypatch.setenv("FARMWATCH_MODEL__TRACKING_URI", f"sqlite:///{model_db}")
         monkeypatch.delenv("FARMWATCH_CONFIG", raising=False)
+
+    def lake_on(self, s3_url: str) -> pafs.S3FileSystem:
+        """Copy this world's Parquet lake to ``lake/tables`` in a new bucket ``lake`` of the
+        S3-protocol server at ``s3_url``; returns that server's file system."""
+        boto3.client("s3", endpoint_url=s3_url).create_bucket(Bucket="lake")
+        scheme, _, host = s3_url.partition("://")
+        s3 = pafs.S3FileSystem(endpoint_override=host, scheme=scheme, region="us-east-1")
+        pafs.copy_files(str(self.home / "lake"), "lake/tables", destination_filesystem=s3)
+        return s3
 
     @staticmethod
     def published(target: Path) -> tuple[str, bytes]:

@@ -25,7 +25,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import boto3
 import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -111,10 +110,7 @@ print(json.dumps(ingest.run(stage_context(load_settings(), sys.argv[1]))))
 
 def test_a_classic_session_ingests_an_s3a_lake(small_world, s3_server):
     home, reference = small_world.home, small_world.summary
-    boto3.client("s3", endpoint_url=s3_server.url).create_bucket(Bucket="lake")
-    scheme, _, host = s3_server.url.partition("://")
-    s3 = pafs.S3FileSystem(endpoint_override=host, scheme=scheme, region="us-east-1")
-    pafs.copy_files(str(home / "lake"), "lake/tables", destination_filesystem=s3)
+    s3 = small_world.lake_on(s3_server.url)
     env = {
         **os.environ,
         "FARMWATCH_LAKE__HOME": str(home),

@@ -21,7 +21,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import boto3
 import pytest
 from pyarrow import fs as pafs
 
@@ -35,10 +34,7 @@ def test_connect_on_a_cluster_from_an_s3a_lake_publishes_the_same_list_as_local(
     small_world, s3_server, spark_connect_server, harness_env
 ):
     home, reference = small_world.home, small_world.summary
-    boto3.client("s3", endpoint_url=s3_server.url).create_bucket(Bucket="lake")
-    scheme, _, host = s3_server.url.partition("://")
-    s3 = pafs.S3FileSystem(endpoint_override=host, scheme=scheme, region="us-east-1")
-    pafs.copy_files(str(home / "lake"), "lake/tables", destination_filesystem=s3)
+    s3 = small_world.lake_on(s3_server.url)
 
     env = {
         **os.environ,
