@@ -292,12 +292,12 @@ def _cluster_script(state: Path, *args: str) -> None:
 
 @pytest.fixture
 def spark_cluster(tmp_path: Path) -> Iterator[str]:
-    """A Spark standalone master and two 1-core workers on loopback (infra script)."""
+    """A Spark standalone master and one 2-core worker on loopback (infra script)."""
     state = tmp_path / "spark-cluster"
     port = free_port()
     try:
-        _cluster_script(state, "start-cluster", str(port), "2", "1", "2g")
-        wait_for_log(state / "master.log", "Registering worker", count=2)
+        _cluster_script(state, "start-cluster", str(port), "1", "2", "3g")
+        wait_for_log(state / "master.log", "Registering worker", count=1)
         yield f"spark://127.0.0.1:{port}"
     finally:
         _cluster_script(state, "stop-cluster")

@@ -39,6 +39,10 @@ from jobs.report.run_report import report_attachments
 def run(ctx: StageContext) -> dict[str, Any]:
     """Actions, allowlist, evidence, then a guarded publish (``latest.json`` moves last)."""
     spark, settings, layout = ctx.spark, ctx.settings, ctx.layout
+    store = store_for(settings.publish.target_for(settings.home), settings.publish)
+    # a decision made since a run changes what a re-run of its date must list; read first, so
+    # an unreachable store fails the stage (and each retry) before any Spark work
+    decisions = last_key(store, decisions_folder(settings.publish.prefix))
     scores = spark.read.parquet(str(layout.scores))
     anomaly = spark.read.parquet(str(layout.group_anomaly))
     listed = assign_actions(scores, settings.bans, anomaly)
@@ -58,7 +62,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
     banlist = listed.toPandas()
     mark("banlist")
     banlist.attrs = {}  # Spark Connect attaches query metrics that pandas cannot serialise
-    store = store_for(settings.publish.target_for(settings.home), settings.publish)
     identity = RunContext(
         run_date=ctx.run_date.isoformat(),
         model={"name": settings.model.registered_model, "version": str(ctx.model_version)},
@@ -67,8 +70,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         inputs={
             "lookback_days": settings.ingest.lookback_days,
             "tables": dict(ctx.earlier.get("ingest", {})),
-            # a decision made since a run changes what a re-run of its date must list
-            "decisions": last_key(store, decisions_folder(settings.publish.prefix)),
+            "decisions": decisions,
             # so does an edited allowlist (only with one: runs without keep their ids)
             **(
                 {"allowlist": allowlist_digest(settings.bans.allowlist)}
