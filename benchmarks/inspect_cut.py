@@ -78,15 +78,10 @@ def inspect(spark: Any, run: Path, truth_path: str, rounds: list[int], top: int)
 
 def main() -> None:
     args = parse_args()
-    from pyspark.sql import SparkSession
+    from jobs.core.config import SparkSettings
+    from jobs.core.session import build_session
 
-    spark = (
-        SparkSession.builder.master("local[*]")
-        .config("spark.driver.memory", "6g")
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = build_session(SparkSettings(master="local[*]", driver_memory="6g"))
     rounds = [int(r) for r in args.rounds.split(",") if r]
     run = Path(args.run)
     result = {
@@ -95,7 +90,7 @@ def main() -> None:
         "truth": args.truth,
         "rounds": inspect(spark, run, args.truth, rounds, args.top),
     }
-    print(f"wrote {write_result(result, args.out)}")
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,12 @@ worker, all started by ``infra/spark-local-cluster.sh``; the server loads the ``
 and points it at moto): the client speaks Spark Connect, every task, Python UDFs included, runs
 in the worker's executor, not in the server's JVM, and reads the input tables and writes every
 run intermediate on ``s3a://``. It must publish the same run id and a byte-identical ban list;
-the fixtures stop everything they started. (One 2-core worker rather than two 1-core ones: on
-this 2-core machine the second executor JVM made the test ~20 s slower; shuffles between two
-executors are what ``benchmarks/bench_scale_out.py``'s cluster runs, with a classic session
-whose ``spark.master`` is the cluster. A classic local session with ``spark.packages =
-["s3a"]`` ingesting an ``s3a://`` lake is ``tests/flows/test_lake_formats.py``.)
+the fixtures stop everything they started. (One 2-core worker rather than two 1-core ones: it
+takes one JVM off a 2-core machine; the test ran faster with it in every comparison made, but
+by less than the spread between runs. Shuffles between two executors are what
+``benchmarks/bench_scale_out.py``'s cluster runs, with a classic session whose
+``spark.master`` is the cluster. A classic local session with ``spark.packages = ["s3a"]``
+ingesting an ``s3a://`` lake is ``tests/flows/test_lake_formats.py``.)
 """
 
 from __future__ import annotations
