@@ -7,7 +7,8 @@ ingest and the graph stage once. Then, ``--repeats`` times each (medians reporte
 
 - ``igraph``: links Parquet -> pyarrow -> igraph connected components on the driver -> labels
   written with pyarrow (the C reference);
-- ``local`` and ``spark``: farmwatch's backends (scipy on the driver; large-star/small-star);
+- ``local`` and ``spark``: farmwatch's backends (scipy on the driver; randomized contraction,
+  the residual graph of at most ``graph.spark_finish_edges`` links finished on the driver);
 - ``graphframes_<algorithm>``: ``GraphFrame.connectedComponents`` with each algorithm of
   ``graph.graphframes_algorithm`` (``two_phase``, ``graphx``, ``randomized_contraction``), in a
   session started with ``spark.packages = ["graphframes"]``.

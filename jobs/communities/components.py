@@ -8,9 +8,12 @@ component. Called by the communities stage and the tests.
 Backends:
 - ``local``: edge list to the driver through Arrow, solved by ``scipy.sparse.csgraph`` (C code);
   for graphs up to ``GraphSettings.local_max_edges`` edges.
-- ``spark``: alternating large-star / small-star (Kiveris et al., 2014) on DataFrames with a local
-  checkpoint every ``spark_checkpoint_interval`` rounds; each star step is one window (no
-  aggregate-then-join), duplicates are dropped once per round; no Python UDFs, no RDDs.
+- ``spark``: randomized contraction (Bögeholz, Brand and Todor, 2020) on DataFrames: each round
+  merges every node into the lowest-ranked node of its neighbourhood, so the graph shrinks round
+  after round; once it has at most ``spark_finish_edges`` edges it is solved on the driver by
+  scipy. A round with few enough nodes sends its representatives to every task (through the
+  driver); when every round did, the labels are composed on the driver too. No Python UDFs, no
+  RDDs.
 - ``graphframes``: ``GraphFrame.connectedComponents`` (``graph.graphframes_algorithm``:
   ``two_phase``, ``graphx`` or ``randomized_contraction``) when the GraphFrames JVM package is on
   the classpath (``spark.packages = ["graphframes"]``, coordinates in :mod:`jobs.core.session`). It
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.window import Window
@@ -32,6 +35,7 @@ from scipy.sparse.csgraph import connected_components as csgraph_components
 from jobs.core.config import GraphSettings
 from jobs.core.session import JVM_PACKAGES, is_connect, package_available
 
+_BROADCAST_MAX_NODES = 2_000_000  # a round's representatives sent whole to every task, below
 OUTPUT_SCHEMA = T.StructType(
     [
         T.StructField("account_id", T.StringType(), False),
@@ -57,28 +61,8 @@ def graphframes_available(spark: SparkSession) -> bool:
     return package_available(spark, "graphframes")
 
 
-def components_local(spark: SparkSession, vertices: DataFrame, edges: DataFrame) -> DataFrame:
-    """Solve on the driver with scipy's C implementation (edge list collected via Arrow).
-
-    Only the edge endpoints travel to the driver and back; vertices without an edge (most
-    accounts) get their own id in Spark, by a left join.
-    """
-    _check_inputs(vertices, edges)
-    edge_pd = edges.select("src", "dst").toPandas()
-    endpoints = pd.concat([edge_pd["src"], edge_pd["dst"]], ignore_index=True)
-    codes, uniques = pd.factorize(endpoints, sort=True)  # sorted: code order = id order
-    n = len(uniques)
-    m = len(edge_pd)
-    matrix = coo_matrix((np.ones(m, dtype=np.int8), (codes[:m], codes[m:])), shape=(n, n))
-    _, labels = csgraph_components(matrix, directed=False)
-    # smallest code per label = smallest account id (codes are sorted)
-    smallest = np.full(labels.max() + 1 if n else 0, n, dtype=np.int64)
-    np.minimum.at(smallest, labels, np.arange(n))
-    ids = np.asarray(uniques, dtype=object)
-    linked = spark.createDataFrame(
-        pd.DataFrame({"account_id": ids, "component_id": ids[smallest[labels]]}),
-        schema=OUTPUT_SCHEMA,
-    )
+def _every_vertex(vertices: DataFrame, linked: DataFrame) -> DataFrame:
+    """Every vertex once, with its ``component_id`` from ``linked`` or else its own id."""
     return (
         vertices.select("account_id")
         .distinct()
@@ -87,45 +71,101 @@ def components_local(spark: SparkSession, vertices: DataFrame, edges: DataFrame)
     )
 
 
+def components_local(spark: SparkSession, vertices: DataFrame, edges: DataFrame) -> DataFrame:
+    """Solve on the driver with scipy's C implementation (edge list collected via Arrow).
+
+    Only the edge endpoints travel to the driver and back; vertices without an edge (most
+    accounts) get their own id in Spark, by a left join.
+    """
+    _check_inputs(vertices, edges)
+    ids, roots = _solve_on_driver(edges.select("src", "dst").toPandas())
+    linked = spark.createDataFrame(
+        pd.DataFrame({"account_id": ids, "component_id": roots}),
+        schema=OUTPUT_SCHEMA,
+    )
+    return _every_vertex(vertices, linked)
+
+
 def _both_directions(edges: DataFrame) -> DataFrame:
     return edges.select(F.col("src").alias("a"), F.col("dst").alias("b")).unionByName(
         edges.select(F.col("dst").alias("a"), F.col("src").alias("b"))
     )
 
 
-def _large_star(edges: DataFrame) -> DataFrame:
-    """Attach every larger neighbour of a node to the node's smallest neighbourhood member.
+def _solve_on_driver(edge_pd: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Every node of an edge list and the smallest node of its component (scipy, C code)."""
+    endpoints = pd.concat([edge_pd["src"], edge_pd["dst"]], ignore_index=True)
+    codes, uniques = pd.factorize(endpoints, sort=True)  # sorted: code order = id order
+    n = len(uniques)
+    m = len(edge_pd)
+    matrix = coo_matrix((np.ones(m, dtype=np.int8), (codes[:m], codes[m:])), shape=(n, n))
+    _, labels = csgraph_components(matrix, directed=False)
+    # smallest code per label = smallest id (codes are sorted)
+    smallest = np.full(labels.max() + 1 if n else 0, n, dtype=np.int64)
+    np.minimum.at(smallest, labels, np.arange(n))
+    ids = np.asarray(uniques, dtype=object)
+    return ids, ids[smallest[labels]]
 
-    The minimum is a window over the node's edges (one shuffle, no aggregate-then-join); the
-    duplicates this leaves are removed once per round, after the small star.
+
+def _priority(node: Column, round_no: int) -> Column:
+    """A node's rank in one round: a seeded 64-bit hash, the id breaking (unlikely) ties."""
+    return F.struct(F.xxhash64(node, F.lit(round_no)).alias("p"), node.alias("n"))
+
+
+def _representatives(edges: DataFrame, round_no: int) -> DataFrame:
+    """``v, r``: each node of ``edges`` (``a, b``) and its representative for this round.
+
+    The representative is the lowest-ranked node of the closed neighbourhood (the node itself
+    included): one aggregation over both directions of the edges.
     """
-    both = _both_directions(edges).withColumn(
-        "m", F.least(F.min("b").over(Window.partitionBy("a")), F.col("a"))
-    )
-    return both.where(F.col("b") > F.col("a")).select(
-        F.col("b").alias("src"), F.col("m").alias("dst")
+    both = _both_directions(edges.select(F.col("a").alias("src"), F.col("b").alias("dst")))
+    lowest = both.groupBy("a").agg(F.min(_priority(F.col("b"), round_no)).alias("m"))
+    return lowest.select(
+        F.col("a").alias("v"),
+        F.least(_priority(F.col("a"), round_no), F.col("m")).getField("n").alias("r"),
     )
 
 
-def _small_star(edges: DataFrame) -> DataFrame:
-    """Attach a node and its smaller neighbours to the smallest of those neighbours."""
-    lower = (
-        _both_directions(edges)
-        .where(F.col("b") < F.col("a"))
-        .withColumn("m", F.min("b").over(Window.partitionBy("a")))
+def _contract(edges: DataFrame, reps: DataFrame) -> DataFrame:
+    """Each edge's ends replaced by their representatives; loops and repeats dropped."""
+    ends_a = reps.select(F.col("v").alias("a"), F.col("r").alias("ra"))
+    ends_b = reps.select(F.col("v").alias("b"), F.col("r").alias("rb"))
+    return (
+        edges.join(ends_a, "a")
+        .join(ends_b, "b")
+        .select(F.least("ra", "rb").alias("a"), F.greatest("ra", "rb").alias("b"))
+        .where(F.col("a") != F.col("b"))
+        .distinct()
     )
-    neighbours = lower.select(F.col("b").alias("src"), F.col("m").alias("dst"))
-    centres = lower.select(F.col("a").alias("src"), F.col("m").alias("dst"))
-    return neighbours.unionByName(centres).where(F.col("src") != F.col("dst")).distinct()
 
 
-def _is_star_forest(edges: DataFrame) -> bool:
-    """No node is both a leaf (``src``) and a centre (``dst``): one shuffle, stops at one hit."""
-    roles = edges.select(F.col("dst").alias("node"), F.lit(1).alias("role")).unionByName(
-        edges.select(F.col("src").alias("node"), F.lit(2).alias("role"))
+def _labels(vertices: DataFrame, moves: list[DataFrame]) -> DataFrame:
+    """``account_id, component_id`` from each round's moves (``v, r``), composed backwards.
+
+    A node moved in a round may also stand, as a representative, in the next round's graph and
+    move again; both paths end at the same final node (they are one component), so the
+    repeated rows are equal and dropped.
+    """
+    final: DataFrame | None = None
+    for moved in reversed(moves):
+        if final is None:
+            final = moved
+            continue
+        later = final.select(F.col("v").alias("r"), F.col("r").alias("final"))
+        final = (  # read twice by the next step: computed once
+            moved.join(later, "r", "left")
+            .select("v", F.coalesce("final", "r").alias("r"))
+            .unionByName(final)
+            .localCheckpoint()
+        )
+    if final is None:
+        return vertices.select("account_id", F.col("account_id").alias("component_id"))
+    nodes = final.unionByName(final.select(F.col("r").alias("v"), "r")).distinct()
+    labelled = nodes.select(
+        F.col("v").alias("account_id"),
+        F.min("v").over(Window.partitionBy("r")).alias("component_id"),
     )
-    chained = roles.groupBy("node").agg(F.countDistinct("role").alias("roles"))
-    return chained.where(F.col("roles") == 2).limit(1).count() == 0
+    return _every_vertex(vertices, labelled)
 
 
 def components_spark(
@@ -133,46 +173,84 @@ def components_spark(
     vertices: DataFrame,
     edges: DataFrame,
     max_iterations: int,
-    checkpoint_interval: int,
+    finish_edges: int = 0,
 ) -> DataFrame:
-    """Alternating large-star / small-star on DataFrames until the graph is a forest of stars.
+    """Randomized contraction on DataFrames, the residual graph optionally solved on the driver.
+
+    Each round every node picks the lowest-ranked node of its closed neighbourhood (ranks are
+    a hash seeded by the round) as its representative, and every edge is replaced by the edge
+    between its ends' representatives; edges inside one group vanish, so a component shrinks
+    to one node and the graph shrinks round after round (Bögeholz, Brand and Todor, ICDE 2020,
+    as GraphFrames' ``randomized_contraction``). Two DataFrame steps per round (one aggregation,
+    one contraction whose joins are broadcast while the round has at most
+    ``_BROADCAST_MAX_NODES`` nodes), each locally checkpointed. Once the graph has at most
+    ``finish_edges`` edges it is collected and solved with scipy (0: contract until no edge is
+    left). When every round's moves were collected (its representatives were broadcast), the
+    moves and the residual graph are solved together on the driver; else the moves are composed
+    backwards into labels in Spark. On the 1M
+    world's 1,662,002 links one round leaves 477,997 (``benchmarks/bench_graphframes.py``).
 
     Args:
-        spark: the session (unused, kept for a uniform backend signature).
+        spark: the session (for the driver's residual table).
         vertices: ``account_id`` of every account, isolated ones included.
         edges: undirected ``src, dst`` edges (self loops and duplicates allowed).
-        max_iterations: rounds before giving up with an error.
-        checkpoint_interval: rounds between local checkpoints that cut the lineage.
+        max_iterations: rounds of contraction before giving up with an error.
+        finish_edges: largest residual graph solved on the driver (0: never).
 
     Returns:
         ``account_id, component_id`` for every vertex.
     """
-    del spark
     _check_inputs(vertices, edges)
-    if max_iterations < 1 or checkpoint_interval < 1:
-        raise ValueError("max_iterations and checkpoint_interval must be positive")
-    current = (
-        edges.select(F.least("src", "dst").alias("src"), F.greatest("src", "dst").alias("dst"))
-        .where(F.col("src") != F.col("dst"))
-        .distinct()
-        .localCheckpoint()
+    if max_iterations < 1 or finish_edges < 0:
+        raise ValueError("max_iterations must be positive and finish_edges not negative")
+    graph = edges.select(F.col("src").alias("a"), F.col("dst").alias("b"))
+    left = graph.count()
+    moves: list[pd.DataFrame | DataFrame] = []
+    rounds = 0
+    while left and left > finish_edges:
+        if rounds == max_iterations:
+            raise RuntimeError(
+                f"spark components did not converge in {max_iterations} rounds "
+                f"({left} edges left; graph.spark_max_iterations, graph.spark_finish_edges)"
+            )
+        rounds += 1
+        reps = _representatives(graph, rounds).localCheckpoint()
+        if reps.count() <= _BROADCAST_MAX_NODES:
+            # a small round's representatives go to every task whole, and come back from the
+            # driver as a fresh table: a checkpoint keeps the size estimate of the plan it
+            # replaces, Spark multiplies the estimates of a join's sides, and the contracted
+            # graph joins the representatives twice, so the estimate's digits would triple
+            # each round (a 3,000-node graph spent minutes planning by its 13th round)
+            found = reps.toPandas()
+            moves.append(found[found["v"] != found["r"]])
+            reps = F.broadcast(spark.createDataFrame(found, "v string, r string"))
+        else:
+            moves.append(reps.where(F.col("v") != F.col("r")))
+        graph = _contract(graph, reps).localCheckpoint()
+        left = graph.count()
+    residual = (
+        graph.select(F.col("a").alias("src"), F.col("b").alias("dst")).toPandas()
+        if left
+        else pd.DataFrame({"src": [], "dst": []}, dtype=object)
     )
-    for iteration in range(1, max_iterations + 1):
-        current = _small_star(_large_star(current))
-        if iteration % checkpoint_interval and iteration != max_iterations:
-            continue
-        current = current.localCheckpoint()  # cuts the lineage; the check below reads it
-        if _is_star_forest(current):  # no centre hangs off a smaller centre: converged
-            break
-    else:
-        raise RuntimeError(f"spark components did not converge in {max_iterations} rounds")
-    parents = current.groupBy("src").agg(F.min("dst").alias("component_id"))
-    return (
-        vertices.select("account_id")
-        .distinct()
-        .join(parents.withColumnRenamed("src", "account_id"), "account_id", "left")
-        .select("account_id", F.coalesce("component_id", "account_id").alias("component_id"))
-    )
+    if all(isinstance(m, pd.DataFrame) for m in moves):
+        # every move ties a node to its representative: the moves and the residual graph
+        # together have the components of the whole graph, solved in one go
+        ties = [m.set_axis(["src", "dst"], axis=1) for m in moves if isinstance(m, pd.DataFrame)]
+        ids, roots = _solve_on_driver(pd.concat([*ties, residual], ignore_index=True))
+        linked = spark.createDataFrame(
+            pd.DataFrame({"account_id": ids, "component_id": roots}), schema=OUTPUT_SCHEMA
+        )
+        return _every_vertex(vertices, linked)
+    if left:
+        ids, roots = _solve_on_driver(residual)
+        moved = ids != roots
+        moves.append(pd.DataFrame({"v": ids[moved], "r": roots[moved]}))
+    as_tables = [
+        spark.createDataFrame(m, "v string, r string") if isinstance(m, pd.DataFrame) else m
+        for m in moves
+    ]
+    return _labels(vertices, as_tables)
 
 
 def components_graphframes(
@@ -251,5 +329,5 @@ def connected_components(
             settings.spark_max_iterations,
         ), backend
     return components_spark(
-        spark, vertices, edges, settings.spark_max_iterations, settings.spark_checkpoint_interval
+        spark, vertices, edges, settings.spark_max_iterations, settings.spark_finish_edges
     ), backend

@@ -111,9 +111,11 @@ class GraphSettings(_Section):
         default=200, description="Accounts linked to more than this are not expanded through."
     )
     spark_max_iterations: int = 60
-    """Rounds of the spark components backend before it gives up."""
+    """Rounds of contraction of the spark components backend before it gives up."""
+    spark_finish_edges: Annotated[int, Field(ge=0)] = 1_000_000
+    """The spark backend solves a contracted graph this small on the driver (0: never)."""
     spark_checkpoint_interval: int = 2
-    """Local checkpoint every this many rounds (spark backend)."""
+    """Rounds between local checkpoints (graphframes backend)."""
     graphframes_algorithm: Literal["two_phase", "graphx", "randomized_contraction"] = "two_phase"
     """GraphFrames' connected-components algorithm."""
     min_farm_size: int = 5

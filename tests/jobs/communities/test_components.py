@@ -6,6 +6,7 @@ import igraph
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
+from jobs.communities import components
 from jobs.communities.components import (
     OUTPUT_SCHEMA,
     BackendUnavailableError,
@@ -65,17 +66,43 @@ def test_backends_agree_with_igraph(spark, case):
     vertices, edge_df = frames(spark, nodes, edges)
     expected = spark.createDataFrame(igraph_partition(nodes, edges), OUTPUT_SCHEMA)
     assertDataFrameEqual(components_local(spark, vertices, edge_df), expected)
-    assertDataFrameEqual(
-        components_spark(spark, vertices, edge_df, max_iterations=40, checkpoint_interval=2),
-        expected,
-    )
+    # contracted to the end in Spark, and solved on the driver at once
+    for finish_edges in (0, 10**6):
+        assertDataFrameEqual(
+            components_spark(spark, vertices, edge_df, 40, finish_edges=finish_edges), expected
+        )
+
+
+def test_spark_contraction_on_a_larger_graph(spark):
+    # enough rounds for nodes that move and then stand as representatives (repeated moves)
+    nodes, edges = random_graph(3, 3000, 2600)
+    vertices, edge_df = frames(spark, nodes, edges)
+    expected = spark.createDataFrame(igraph_partition(nodes, edges), OUTPUT_SCHEMA)
+    assertDataFrameEqual(components_spark(spark, vertices, edge_df, 40), expected)
+
+
+def test_spark_contraction_composed_in_spark(spark, monkeypatch):
+    # rounds whose representatives are too many to collect stay in Spark, and so does the
+    # composition of the labels
+    monkeypatch.setattr(components, "_BROADCAST_MAX_NODES", 0)
+    for case in ("random_dense", "duplicates_and_self_loops"):
+        nodes, edges = CASES[case]
+        vertices, edge_df = frames(spark, nodes, edges)
+        expected = spark.createDataFrame(igraph_partition(nodes, edges), OUTPUT_SCHEMA)
+        for finish_edges in (0, 60):  # to the end, or the residual graph's moves from scipy
+            assertDataFrameEqual(
+                components_spark(spark, vertices, edge_df, 40, finish_edges), expected
+            )
 
 
 def test_spark_backend_reports_non_convergence(spark):
     nodes, edges = CASES["long_chain"]
     vertices, edge_df = frames(spark, nodes, edges)
-    with pytest.raises(RuntimeError, match="did not converge"):
-        components_spark(spark, vertices, edge_df, max_iterations=1, checkpoint_interval=1)
+    with pytest.raises(RuntimeError, match="did not converge in 1 rounds"):
+        components_spark(spark, vertices, edge_df, max_iterations=1)
+    # one round of contraction then the driver: the chain's 63 links shrink to 40 or fewer
+    expected = spark.createDataFrame(igraph_partition(nodes, edges), OUTPUT_SCHEMA)
+    assertDataFrameEqual(components_spark(spark, vertices, edge_df, 1, finish_edges=40), expected)
 
 
 def test_graphframes_backend_without_its_jar_names_the_package(spark):
@@ -115,4 +142,4 @@ def test_missing_columns_are_named(spark):
     vertices = spark.createDataFrame([("a",)], "account_id string")
     edges = spark.createDataFrame([("a", "b")], "src string, target string")
     with pytest.raises(ValueError, match="'dst'"):
-        components_spark(spark, vertices, edges, 5, 2)
+        components_spark(spark, vertices, edges, 5)
