@@ -113,13 +113,14 @@ def _priority(node: Column, round_no: int) -> Column:
 
 
 def _representatives(edges: DataFrame, round_no: int) -> DataFrame:
-    """``v, r``: each node of ``edges`` (``a, b``) and its representative for this round.
+    """``v, r``: each node of ``edges`` (``src, dst``) and its representative for this round.
 
     The representative is the lowest-ranked node of the closed neighbourhood (the node itself
     included): one aggregation over both directions of the edges.
     """
-    both = _both_directions(edges.select(F.col("a").alias("src"), F.col("b").alias("dst")))
-    lowest = both.groupBy("a").agg(F.min(_priority(F.col("b"), round_no)).alias("m"))
+    lowest = (
+        _both_directions(edges).groupBy("a").agg(F.min(_priority(F.col("b"), round_no)).alias("m"))
+    )
     return lowest.select(
         F.col("a").alias("v"),
         F.least(_priority(F.col("a"), round_no), F.col("m")).getField("n").alias("r"),
@@ -128,13 +129,15 @@ def _representatives(edges: DataFrame, round_no: int) -> DataFrame:
 
 def _contract(edges: DataFrame, reps: DataFrame) -> DataFrame:
     """Each edge's ends replaced by their representatives; loops and repeats dropped."""
-    ends_a = reps.select(F.col("v").alias("a"), F.col("r").alias("ra"))
-    ends_b = reps.select(F.col("v").alias("b"), F.col("r").alias("rb"))
+    ends_src = reps.select(F.col("v").alias("src"), F.col("r").alias("to_src"))
+    ends_dst = reps.select(F.col("v").alias("dst"), F.col("r").alias("to_dst"))
     return (
-        edges.join(ends_a, "a")
-        .join(ends_b, "b")
-        .select(F.least("ra", "rb").alias("a"), F.greatest("ra", "rb").alias("b"))
-        .where(F.col("a") != F.col("b"))
+        edges.join(ends_src, "src")
+        .join(ends_dst, "dst")
+        .select(
+            F.least("to_src", "to_dst").alias("src"), F.greatest("to_src", "to_dst").alias("dst")
+        )
+        .where(F.col("src") != F.col("dst"))
         .distinct()
     )
 
@@ -142,15 +145,12 @@ def _contract(edges: DataFrame, reps: DataFrame) -> DataFrame:
 def _labels(vertices: DataFrame, moves: list[DataFrame]) -> DataFrame:
     """``account_id, component_id`` from each round's moves (``v, r``), composed backwards.
 
-    A node moved in a round may also stand, as a representative, in the next round's graph and
-    move again; both paths end at the same final node (they are one component), so the
-    repeated rows are equal and dropped.
+    ``moves`` holds at least one round. A node moved in a round may also stand, as a
+    representative, in the next round's graph and move again; both paths end at the same final
+    node (they are one component), so the repeated rows are equal and dropped.
     """
-    final: DataFrame | None = None
-    for moved in reversed(moves):
-        if final is None:
-            final = moved
-            continue
+    final = moves[-1]
+    for moved in reversed(moves[:-1]):
         later = final.select(F.col("v").alias("r"), F.col("r").alias("final"))
         final = (  # read twice by the next step: computed once
             moved.join(later, "r", "left")
@@ -158,8 +158,6 @@ def _labels(vertices: DataFrame, moves: list[DataFrame]) -> DataFrame:
             .unionByName(final)
             .localCheckpoint()
         )
-    if final is None:
-        return vertices.select("account_id", F.col("account_id").alias("component_id"))
     nodes = final.unionByName(final.select(F.col("r").alias("v"), "r")).distinct()
     labelled = nodes.select(
         F.col("v").alias("account_id"),
@@ -187,8 +185,8 @@ def components_spark(
     ``finish_edges`` edges it is collected and solved with scipy (0: contract until no edge is
     left). When every round's moves were collected (its representatives were broadcast), the
     moves and the residual graph are solved together on the driver; else the moves are composed
-    backwards into labels in Spark. On the 1M
-    world's 1,662,002 links one round leaves 477,997 (``benchmarks/bench_graphframes.py``).
+    backwards into labels in Spark. On the 1M world's 1,662,002 links one round leaves 477,997
+    (``benchmarks/bench_graphframes.py``).
 
     Args:
         spark: the session (for the driver's residual table).
@@ -203,7 +201,7 @@ def components_spark(
     _check_inputs(vertices, edges)
     if max_iterations < 1 or finish_edges < 0:
         raise ValueError("max_iterations must be positive and finish_edges not negative")
-    graph = edges.select(F.col("src").alias("a"), F.col("dst").alias("b"))
+    graph = edges.select("src", "dst")
     left = graph.count()
     moves: list[pd.DataFrame | DataFrame] = []
     rounds = 0
@@ -228,11 +226,7 @@ def components_spark(
             moves.append(reps.where(F.col("v") != F.col("r")))
         graph = _contract(graph, reps).localCheckpoint()
         left = graph.count()
-    residual = (
-        graph.select(F.col("a").alias("src"), F.col("b").alias("dst")).toPandas()
-        if left
-        else pd.DataFrame({"src": [], "dst": []}, dtype=object)
-    )
+    residual = graph.toPandas() if left else pd.DataFrame({"src": [], "dst": []}, dtype=object)
     if all(isinstance(m, pd.DataFrame) for m in moves):
         # every move ties a node to its representative: the moves and the residual graph
         # together have the components of the whole graph, solved in one go

@@ -74,7 +74,7 @@ def test_backends_agree_with_igraph(spark, case):
 
 
 def test_spark_contraction_on_a_larger_graph(spark):
-    # enough rounds for nodes that move and then stand as representatives (repeated moves)
+    # contracted to the end over many rounds: the size estimate that grew each round
     nodes, edges = random_graph(3, 3000, 2600)
     vertices, edge_df = frames(spark, nodes, edges)
     expected = spark.createDataFrame(igraph_partition(nodes, edges), OUTPUT_SCHEMA)
