@@ -226,7 +226,9 @@ def build_session(
     builder = builder.appName(settings.app_name).config(
         "spark.sql.shuffle.partitions", str(settings.shuffle_partitions)
     )
-    builder = builder.config("spark.sql.session.timeZone", "UTC")
+    builder = builder.config("spark.sql.session.timeZone", "UTC").config(
+        "spark.sql.autoBroadcastJoinThreshold", settings.broadcast_threshold
+    )
     conf = {**s3a_conf(lake), **settings.conf} if not settings.remote else dict(settings.conf)
     if settings.packages:
         asked = [c for c in conf.get("spark.jars.packages", "").split(",") if c]

@@ -193,22 +193,23 @@ def behaviour_entities(
         numHashTables=n_hashes,
         seed=settings.behaviour_seed,
     ).fit(vectors)
-    hashes = lsh.transform(vectors).select(
-        "account_id", F.posexplode("hashes").alias("position", "hash")
+    # one value per hash function, as text; a band is ``behaviour_rows`` consecutive values,
+    # sliced from the account's own row (no regrouping of every account's hashes by band)
+    values = lsh.transform(vectors).select(
+        "account_id",
+        F.transform("hashes", lambda h: vector_to_array(h)[0])
+        .cast("array<string>")
+        .alias("_values"),
     )
-    bands = (
-        hashes.select(
-            "account_id",
-            F.floor(F.col("position") / settings.behaviour_rows).alias("band"),
-            F.struct("position", vector_to_array(F.col("hash"))[0].alias("value")).alias("h"),
-        )
-        .groupBy("account_id", "band")
-        .agg(F.sort_array(F.collect_list("h")).alias("h"))
-        .select(
-            "account_id",
-            "band",
-            F.concat_ws(",", F.col("h.value").cast("array<string>")).alias("bucket"),
-        )
+    rows = settings.behaviour_rows
+    bands = values.select(
+        "account_id",
+        F.explode(F.sequence(F.lit(0), F.lit(settings.behaviour_bands - 1))).alias("band"),
+        "_values",
+    ).select(
+        "account_id",
+        "band",
+        F.concat_ws(",", F.slice("_values", F.col("band") * rows + 1, F.lit(rows))).alias("bucket"),
     )
     entity_id = F.substring(
         F.sha2(
@@ -220,9 +221,10 @@ def behaviour_entities(
         1,
         16,
     )
+    # one row per account and band, and the band is in the hash: distinct already
     return bands.select(
         "account_id", F.lit("behaviour").alias("entity_type"), entity_id.alias("entity_id")
-    ).distinct()
+    )
 
 
 def activity_sets(ip_events: DataFrame, api_usage: DataFrame, settings: GraphSettings) -> DataFrame:

@@ -36,7 +36,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     links = persist(account_links(entities, stats), layout.account_links)
     return {
         "accounts": n_accounts,
-        "entities": stats.count(),
+        "shared_entities": stats.count(),
         "hub_entities": stats.where("is_hub").count(),
         "links": links.count(),
     }

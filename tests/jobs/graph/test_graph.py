@@ -79,6 +79,40 @@ def test_star_edges_not_cliques_and_soft_keys_do_not_link(spark):
     assertDataFrameEqual(links, expected)
 
 
+def test_entity_stats_hold_only_entities_two_accounts_share(spark):
+    signups, payments, ip_events, usage = tables(spark)
+    entities = account_entities(signups, payments, ip_events, usage, "k")
+    stats = entity_stats(entities, GraphSettings(), 3)
+    degrees = entities.groupBy("entity_type", "entity_id").count()
+    shared = degrees.where("count >= 2").select("entity_type", "entity_id")
+    # every device is one account's: none is in the table, and every shared entity is
+    assert entities.where("entity_type = 'device'").count() == 3
+    assert stats.where("entity_type = 'device'").count() == 0
+    assertDataFrameEqual(stats.select("entity_type", "entity_id"), shared)
+    assert stats.where("degree < 2").count() == 0
+
+
+def test_the_memberships_are_not_shuffled_to_meet_small_entity_stats(spark, tmp_path):
+    """The session's broadcast threshold (``spark.broadcast_threshold``) lets the shared-entity
+    statistics be broadcast to the memberships; below the file sizes, both sides shuffle."""
+    signups, payments, ip_events, usage = tables(spark)
+    account_entities(signups, payments, ip_events, usage, "k").write.parquet(str(tmp_path / "e"))
+    entities = spark.read.parquet(str(tmp_path / "e"))
+    entity_stats(entities, GraphSettings(), 3).write.parquet(str(tmp_path / "s"))
+    stats = spark.read.parquet(str(tmp_path / "s"))
+
+    def plan() -> str:
+        return account_links(entities, stats)._jdf.queryExecution().executedPlan().toString()
+
+    assert spark.conf.get("spark.sql.autoBroadcastJoinThreshold") == "64MB"
+    assert "BroadcastHashJoin" in plan()
+    spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
+    try:
+        assert "BroadcastHashJoin" not in plan()
+    finally:
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "64MB")
+
+
 def test_cgnat_hub_is_pruned_but_kept_as_a_feature(spark):
     signups, payments, ip_events, usage = tables(spark, n_cgnat=1000)
     entities = account_entities(signups, payments, ip_events, usage, "k")
