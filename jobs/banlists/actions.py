@@ -199,7 +199,8 @@ def attach_evidence(
     )
     farms = listed.where(F.col("farm_id").isNotNull()).select("farm_id").distinct()
     members = communities.join(farms, "farm_id").select("account_id", "farm_id")
-    member_entities = members.join(account_entities, "account_id").distinct()
+    # the listed farms' members are few: broadcast (see jobs.graph.links.shared_entities)
+    member_entities = account_entities.join(F.broadcast(members), "account_id").distinct()
     shared = shared_entities(members, account_entities, "farm_id")
     farm_entities = top_binding_entities(shared, "farm_id", top_entities)
     per_account = Window.partitionBy("account_id").orderBy(
