@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from jobs.core.config import BanSettings
 from jobs.core.validation import require_columns
-from jobs.graph.links import shared_entities, top_binding_entities
+from jobs.graph.links import entities_held, shared_entities, top_binding_entities
 
 ACTIONS = ("ban", "review", "watch")
 ALLOWLIST_KINDS = ("account", "email_domain")
@@ -199,9 +199,8 @@ def attach_evidence(
     )
     farms = listed.where(F.col("farm_id").isNotNull()).select("farm_id").distinct()
     members = communities.join(farms, "farm_id").select("account_id", "farm_id")
-    # the listed farms' members are few: broadcast (see jobs.graph.links.shared_entities)
-    member_entities = account_entities.join(F.broadcast(members), "account_id").distinct()
-    shared = shared_entities(members, account_entities, "farm_id")
+    member_entities = entities_held(members, account_entities, "farm_id")
+    shared = shared_entities(member_entities, "farm_id")
     farm_entities = top_binding_entities(shared, "farm_id", top_entities)
     per_account = Window.partitionBy("account_id").orderBy(
         F.desc("members"), "entity_type", "entity_id"

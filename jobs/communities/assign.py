@@ -18,7 +18,12 @@ from pyspark.sql import functions as F
 
 from jobs.core.validation import require_columns
 from jobs.graph.entities import EVIDENCE_KIND, LINK_ENTITY_TYPES
-from jobs.graph.links import community_density, shared_entities, top_binding_entities
+from jobs.graph.links import (
+    community_density,
+    entities_held,
+    shared_entities,
+    top_binding_entities,
+)
 
 
 def assign_farms(components: DataFrame, min_farm_size: int) -> DataFrame:
@@ -123,6 +128,8 @@ def describe_communities(
     density = community_density(communities, links, "community_id")
     farms = communities.where(F.col("farm_id").isNotNull()).select("account_id", "community_id")
     binding = top_binding_entities(
-        shared_entities(farms, entities, "community_id"), "community_id", top_entities
+        shared_entities(entities_held(farms, entities, "community_id"), "community_id"),
+        "community_id",
+        top_entities,
     )
     return communities.join(density, "community_id", "left").join(binding, "community_id", "left")

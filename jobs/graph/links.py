@@ -108,8 +108,8 @@ def community_density(members: DataFrame, links: DataFrame, group: str) -> DataF
     )
 
 
-def shared_entities(members: DataFrame, entities: DataFrame, group: str) -> DataFrame:
-    """Entities that two or more members of a group share.
+def entities_held(members: DataFrame, entities: DataFrame, group: str) -> DataFrame:
+    """Every entity each member of a group holds, once.
 
     Args:
         members: ``account_id`` and the ``group`` column.
@@ -117,16 +117,27 @@ def shared_entities(members: DataFrame, entities: DataFrame, group: str) -> Data
         group: the grouping column (``farm_id``, ``community_id``).
 
     Returns:
-        ``<group>, entity_type, entity_id, members`` with ``members >= 2``.
+        ``account_id, entity_type, entity_id, <group>``, distinct.
     """
     require_columns(members, "members", ("account_id", group))
     require_columns(entities, "account_entities", ("account_id", "entity_type", "entity_id"))
     # the groups' members (farm candidates: 38,701 accounts at 1M) are broadcast, so the
     # memberships of every account (25.5M rows) are read where they are, not shuffled
+    return entities.join(F.broadcast(members.select("account_id", group)), "account_id").distinct()
+
+
+def shared_entities(held: DataFrame, group: str) -> DataFrame:
+    """Entities that two or more members of a group share.
+
+    Args:
+        held: :func:`entities_held` output.
+        group: its grouping column.
+
+    Returns:
+        ``<group>, entity_type, entity_id, members`` with ``members >= 2``.
+    """
     return (
-        entities.join(F.broadcast(members.select("account_id", group)), "account_id")
-        .distinct()
-        .groupBy(group, "entity_type", "entity_id")
+        held.groupBy(group, "entity_type", "entity_id")
         .agg(F.count("*").alias("members"))
         .where(F.col("members") >= 2)
     )

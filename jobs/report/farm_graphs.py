@@ -16,6 +16,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from jobs.core.validation import require_columns
+from jobs.graph.links import entities_held, shared_entities
 
 
 def sample_members(
@@ -52,19 +53,16 @@ def binding_edges(members: DataFrame, account_entities: DataFrame, max_entities:
     Returns:
         ``farm_id, account_id, entity_type, entity_id``.
     """
-    require_columns(members, "members", ("account_id", "farm_id"))
     require_columns(
         account_entities, "account_entities", ("account_id", "entity_type", "entity_id")
     )
-    owned = (
-        members.select("farm_id", "account_id")
-        .join(account_entities.select("account_id", "entity_type", "entity_id"), "account_id")
-        .distinct()
+    owned = entities_held(
+        members, account_entities.select("account_id", "entity_type", "entity_id"), "farm_id"
     )
     entity = ["farm_id", "entity_type", "entity_id"]
-    shared = owned.groupBy(*entity).agg(F.count("*").alias("_members")).where("_members >= 2")
+    shared = shared_entities(owned, "farm_id")
     by_sharing = Window.partitionBy("farm_id").orderBy(
-        F.desc("_members"), "entity_type", "entity_id"
+        F.desc("members"), "entity_type", "entity_id"
     )
     top = (
         shared.withColumn("_rank", F.row_number().over(by_sharing))
