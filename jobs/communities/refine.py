@@ -53,6 +53,8 @@ _OPTIONAL_EDGE_COLUMNS = {  # name -> Spark SQL of its default
 _MAX_PEELS = 20  # rounds of the core rule; each round only removes members
 _CUT_QUANTILE = 0.1  # share of a too-big part's weighted edges that each round cuts, at least
 _MAX_SPLIT_ROUNDS = 256  # 0.9^256 of the edges: none left long before
+_LABEL_ROUNDS = 12  # most rounds of label propagation before a too-big part is cut
+_LABELS_PER_ENTITY = 3  # an entity's most held labels, the ones it votes for
 # what one task's Leiden returns: account node (hashed id) and its community label
 _GROUP_SCHEMA = T.StructType(
     [
@@ -483,6 +485,20 @@ def split_tasks(
         too_big = labelled.where(F.col("part_size") > max_task_accounts)
         if too_big.isEmpty():
             break
+        if "label_rounds" not in figures:
+            # before any edge is cut: the too-big parts fall apart into the groups their
+            # members' labels settle in, and the next round takes each group's own components
+            pending = _keep(
+                propagate_labels(
+                    too_big.select("src", "component_id", F.col("part").alias("task")),
+                    edges,
+                    scratch,
+                    figures,
+                ).withColumn("floor", F.lit(0.0)),
+                scratch,
+                "pending-labelled",
+            )
+            continue
         # an exact quantile (Spark's percentile counts distinct values, and weights come from a
         # few hundred entity degrees): deterministic, unlike an approximate one
         floors = (
@@ -499,6 +515,112 @@ def split_tasks(
         )
     packed = _keep(_pack(parts, max_task_accounts, scratch), scratch, "packed")
     return whole.unionByName(_with_resolution_scale(edges, packed)), figures
+
+
+def propagate_labels(
+    member: DataFrame, edges: DataFrame, scratch: str, figures: dict[str, Any]
+) -> DataFrame:
+    """Weighted label propagation inside each task: the groups a too-big part holds.
+
+    A distributed first pass (no task holds a part): every account starts with a label of its
+    own; each round an entity counts its accounts' labels, and votes for its
+    ``_LABELS_PER_ENTITY`` most held ones with its edge weight times the share of its accounts
+    that hold each (so a prompt template a whole farm uses speaks for the farm with its full
+    weight, and a card two accounts share gives each of their labels half of its own); an
+    account takes the label with the most votes, keeping its own on a tie, else the smallest.
+    Account-account edges vote as an entity of two. Half the accounts (by a hash of the account
+    and the round) move each round, so two neighbours cannot swap labels for ever; the rounds
+    stop when two in a row move nobody, or after ``_LABEL_ROUNDS``. Votes are summed as
+    decimals and ties broken by label, so the groups do not depend on the order rows arrive
+    in.
+
+    A farm is dense inside (its accounts share many entities, most of them its own) and thin
+    outside, so it settles on one label even when every entity that holds it is widely shared
+    and weighs little: the weight floor of the later rounds, which drops the lightest edges
+    first, would take such a farm apart before parting it from the farms it touches.
+
+    Args:
+        member: ``src, component_id, task`` of the accounts of the parts to group.
+        edges: the positive-weight ``src, dst, weight, dst_is_entity`` edges (of
+            :func:`split_tasks`).
+        scratch: folder for the rounds' tables (see :func:`_keep`).
+        figures: gets ``label_rounds``, the rounds run.
+
+    Returns:
+        ``src, component_id, task``: the task is the part's name and the group's label.
+    """
+    inside = _inside(edges, member.select("src", "task"))
+    pair = F.xxhash64(F.lit("|"), "task", F.least("src", "dst"), F.greatest("src", "dst"))
+    accounts = inside.where(~F.col("dst_is_entity"))
+    ties = (
+        inside.where(F.col("dst_is_entity"))
+        .select("src", F.xxhash64(F.lit("~"), "task", "dst").alias("hub"), "weight")
+        .unionByName(accounts.select("src", pair.alias("hub"), "weight"))
+        .unionByName(accounts.select(F.col("dst").alias("src"), pair.alias("hub"), "weight"))
+        .groupBy("src", "hub")
+        .agg(F.max("weight").alias("weight"))
+    )
+    held = ties.groupBy("hub").agg(F.count("*").alias("holders"))
+    ties = _keep(ties.join(held, "hub"), scratch, "label-ties")
+    labels = _keep(
+        member.select("src", F.xxhash64("src").alias("label"), F.lit(False).alias("moved")),
+        scratch,
+        "labels-0",
+    )
+    rounds, still = 0, 0
+    while rounds < _LABEL_ROUNDS and still < 2:
+        rounds += 1
+        moves = F.pmod(F.xxhash64("src", F.lit(rounds)), F.lit(2)) == 0
+        counted = (
+            ties.join(labels.select("src", "label"), "src")
+            .repartition("hub")  # the count, the ranking and the votes' join: one shuffle
+            .groupBy("hub", "holders", "label")
+            .agg(F.count("*").alias("n"))
+        )
+        rank = F.row_number().over(Window.partitionBy("hub").orderBy(F.desc("n"), "label"))
+        top = (
+            counted.withColumn("rank", rank)
+            .where(F.col("rank") <= _LABELS_PER_ENTITY)
+            .select("hub", "label", (F.col("n") / F.col("holders")).alias("share"))
+        )
+        vote = (F.col("weight") * F.col("share")).cast("decimal(38,18)")
+        scores = (
+            ties.where(moves)  # only the accounts that may move this round
+            .select("src", "hub", "weight")
+            .join(top, "hub")
+            .groupBy("src", "label")
+            .agg(F.sum(vote).alias("score"))
+        )
+        current = labels.select("src", F.col("label").alias("current"))
+        best = (
+            scores.join(current, "src")
+            .groupBy("src")
+            .agg(
+                F.min(
+                    F.struct(
+                        (-F.col("score")).alias("score"),
+                        (F.col("label") != F.col("current")).alias("other"),
+                        "label",
+                    )
+                ).alias("best")
+            )
+            .select("src", F.col("best.label").alias("best"))
+        )
+        label = F.coalesce("best", "label")
+        labels = _keep(
+            labels.join(best, "src", "left").select(
+                "src", label.alias("label"), (label != F.col("label")).alias("moved")
+            ),
+            scratch,
+            f"labels-{rounds}",
+        )
+        still = still + 1 if labels.where("moved").isEmpty() else 0
+    figures["label_rounds"] = rounds
+    return member.join(labels.select("src", "label"), "src").select(
+        "src",
+        "component_id",
+        F.concat("task", F.lit("|"), F.col("label").cast("string")).alias("task"),
+    )
 
 
 def _pack(parts: list[DataFrame], max_task_accounts: int, scratch: str) -> DataFrame:
