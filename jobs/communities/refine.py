@@ -12,13 +12,14 @@ of a Spark ``applyInPandas``): the task's edges go to igraph's C Leiden (modular
 seeded, nodes in sorted order) on an executor, so the work is parallel across components and
 never leaves Spark. With ``max_task_accounts`` set, a component with more accounts is first cut
 into parts that fit (:func:`split_tasks`): connected components of its positive-weight edges
-(edges Leiden gives no weight cannot join a community's members), then, for a part still too
-big, of its edges above the first decile of its edge weights (the most shared, least telling
-entities go first), round after round until every part fits. Each part's Leiden runs with the
-resolution scaled by the part's share of the component's weight, so it optimises the component's
-own modularity restricted to the part. A legitimate giant component (an office, a family card, a
-proxy pool shared by several farms) is thereby split into its dense parts instead of becoming one
-farm. Called by :mod:`jobs.communities` and the tests.
+(edges Leiden gives no weight cannot join a community's members); a part still too big falls
+apart into the groups label propagation settles it in (:func:`propagate_labels`, distributed),
+and a group still too big is cut at the first decile of its edge weights (the most shared, least
+telling entities go first), round after round until every part fits. Each part's Leiden runs
+with the resolution scaled by the part's share of the component's weight, so it optimises the
+component's own modularity restricted to the part. A legitimate giant component (an office, a
+family card, a proxy pool shared by several farms) is thereby split into its dense parts instead
+of becoming one farm. Called by :mod:`jobs.communities` and the tests.
 """
 
 from __future__ import annotations
@@ -387,18 +388,20 @@ def split_tasks(
 
     A part is a connected component of the component's account-entity graph over the edges
     above a weight floor (0 in the first round: an edge Leiden gives no weight, such as a proxy
-    pool's at the default ``network`` weight, cannot hold a community together). A part still
-    too big gets, as its next floor, the first decile of the weights of the edges that made it,
-    and is cut again; every round drops at least a tenth of such a part's edges, so the rounds
-    end. Small steps kept the 1M world's campaign whole (its 150,187-account component at a cap
-    of 30,000: the median left 103 of the campaign's 25,000 accounts outside its part, the first
-    decile none), but not the 10M world's: inside a part of more than the cap, the campaign's
+    pool's at the default ``network`` weight, cannot hold a community together). The parts of
+    the first round that are still too big are grouped by label propagation
+    (:func:`propagate_labels`) and the second round takes the connected components of each
+    group (floor 0 again). A part still too big after that gets, as its next floor, the first
+    decile of the weights of the edges that made it, and is cut again; every round drops at
+    least a tenth of such a part's edges, so the rounds end. The floor alone kept the 1M world's
+    campaign whole, but not the 10M world's: inside a part of more than the cap, the campaign's
     own ties (widely shared entities, the lightest) went first and it ended as lone accounts
-    (``benchmarks/bench_scale.py --max-task-accounts``, docs/pipeline.md). Experimental. The parts
-    of a component are then packed, in part-id order, into tasks of at most
-    ``max_task_accounts`` accounts (parts of more than half of it alone), so thousands of lone
-    accounts do not become thousands of tasks. No community can cross two parts, whose only
-    ties weigh nothing or were the component's most shared entities.
+    (``benchmarks/bench_scale.py --max-task-accounts``, docs/pipeline.md); the labels part the
+    farms first. Experimental. The parts of a component are then packed, in part-id order, into
+    tasks of at most ``max_task_accounts`` accounts (parts of more than half of it alone), so
+    thousands of lone accounts do not become thousands of tasks. No community can cross two
+    parts, whose only ties weigh nothing, join accounts of different labels, or were the
+    component's most shared entities.
 
     Args:
         member: ``src, component_id`` of the accounts Leiden refines.
@@ -412,7 +415,8 @@ def split_tasks(
     Returns:
         ``src, task, resolution_scale`` for every account of ``member`` (the scale is the
         task's share of its component's edge weight: 1.0 for a component that is one task) and
-        figures: components split, rounds, tasks and the largest task's accounts.
+        figures: components split, rounds (of components, and of label propagation when a
+        part was too big), tasks and the largest task's accounts.
     """
     if max_task_accounts < 2:
         raise ValueError(f"refine_max_task_accounts must be at least 2, got {max_task_accounts}")
@@ -563,14 +567,13 @@ def propagate_labels(
     held = ties.groupBy("hub").agg(F.count("*").alias("holders"))
     ties = _keep(ties.join(held, "hub"), scratch, "label-ties")
     labels = _keep(
-        member.select("src", F.xxhash64("src").alias("label"), F.lit(False).alias("moved")),
+        member.select("src", F.xxhash64("src").alias("label")),
         scratch,
         "labels-0",
     )
-    rounds, still = 0, 0
-    while rounds < _LABEL_ROUNDS and still < 2:
+    rounds, settled = 0, False
+    while not settled and rounds < _LABEL_ROUNDS:
         rounds += 1
-        moves = F.pmod(F.xxhash64("src", F.lit(rounds)), F.lit(2)) == 0
         counted = (
             ties.join(labels.select("src", "label"), "src")
             .repartition("hub")  # the count, the ranking and the votes' join: one shuffle
@@ -585,8 +588,7 @@ def propagate_labels(
         )
         vote = (F.col("weight") * F.col("share")).cast("decimal(38,18)")
         scores = (
-            ties.where(moves)  # only the accounts that may move this round
-            .select("src", "hub", "weight")
+            ties.select("src", "hub", "weight")
             .join(top, "hub")
             .groupBy("src", "label")
             .agg(F.sum(vote).alias("score"))
@@ -606,15 +608,20 @@ def propagate_labels(
             )
             .select("src", F.col("best.label").alias("best"))
         )
-        label = F.coalesce("best", "label")
+        # every account knows where it would go; those of this round's half go (a neighbour of
+        # the other half waits a round, so two cannot swap for ever)
+        wants = F.col("best").isNotNull() & (F.col("best") != F.col("label"))
+        turn = F.pmod(F.xxhash64("src"), F.lit(2)) == F.lit(rounds % 2)
         labels = _keep(
             labels.join(best, "src", "left").select(
-                "src", label.alias("label"), (label != F.col("label")).alias("moved")
+                "src",
+                F.when(wants & turn, F.col("best")).otherwise(F.col("label")).alias("label"),
+                wants.alias("wants"),
             ),
             scratch,
             f"labels-{rounds}",
         )
-        still = still + 1 if labels.where("moved").isEmpty() else 0
+        settled = labels.where("wants").isEmpty()
     figures["label_rounds"] = rounds
     return member.join(labels.select("src", "label"), "src").select(
         "src",
