@@ -12,14 +12,13 @@ of a Spark ``applyInPandas``): the task's edges go to igraph's C Leiden (modular
 seeded, nodes in sorted order) on an executor, so the work is parallel across components and
 never leaves Spark. With ``max_task_accounts`` set, a component with more accounts is first cut
 into parts that fit (:func:`split_tasks`): connected components of its positive-weight edges
-(edges Leiden gives no weight cannot join a community's members); a part still too big falls
-apart into the groups label propagation settles it in (:func:`propagate_labels`, distributed),
-and a group still too big is cut at the first decile of its edge weights (the most shared, least
-telling entities go first), round after round until every part fits. Each part's Leiden runs
-with the resolution scaled by the part's share of the component's weight, so it optimises the
-component's own modularity restricted to the part. A legitimate giant component (an office, a
-family card, a proxy pool shared by several farms) is thereby split into its dense parts instead
-of becoming one farm. Called by :mod:`jobs.communities` and the tests.
+(edges Leiden gives no weight cannot join a community's members), then, for a part still too
+big, of its edges above the first decile of its edge weights (the most shared, least telling
+entities go first), round after round until every part fits. Each part's Leiden runs with the
+resolution scaled by the part's share of the component's weight, so it optimises the component's
+own modularity restricted to the part. A legitimate giant component (an office, a family card, a
+proxy pool shared by several farms) is thereby split into its dense parts instead of becoming one
+farm. Called by :mod:`jobs.communities` and the tests.
 """
 
 from __future__ import annotations
@@ -54,8 +53,6 @@ _OPTIONAL_EDGE_COLUMNS = {  # name -> Spark SQL of its default
 _MAX_PEELS = 20  # rounds of the core rule; each round only removes members
 _CUT_QUANTILE = 0.1  # share of a too-big part's weighted edges that each round cuts, at least
 _MAX_SPLIT_ROUNDS = 256  # 0.9^256 of the edges: none left long before
-_LABEL_ROUNDS = 12  # most rounds of label propagation before a too-big part is cut
-_LABELS_PER_ENTITY = 3  # an entity's most held labels, the ones it votes for
 # what one task's Leiden returns: account node (hashed id) and its community label
 _GROUP_SCHEMA = T.StructType(
     [
@@ -388,20 +385,18 @@ def split_tasks(
 
     A part is a connected component of the component's account-entity graph over the edges
     above a weight floor (0 in the first round: an edge Leiden gives no weight, such as a proxy
-    pool's at the default ``network`` weight, cannot hold a community together). The parts of
-    the first round that are still too big are grouped by label propagation
-    (:func:`propagate_labels`) and the second round takes the connected components of each
-    group (floor 0 again). A part still too big after that gets, as its next floor, the first
-    decile of the weights of the edges that made it, and is cut again; every round drops at
-    least a tenth of such a part's edges, so the rounds end. The floor alone kept the 1M world's
-    campaign whole, but not the 10M world's: inside a part of more than the cap, the campaign's
+    pool's at the default ``network`` weight, cannot hold a community together). A part still
+    too big gets, as its next floor, the first decile of the weights of the edges that made it,
+    and is cut again; every round drops at least a tenth of such a part's edges, so the rounds
+    end. Small steps kept the 1M world's campaign whole (its 150,187-account component at a cap
+    of 30,000: the median left 103 of the campaign's 25,000 accounts outside its part, the first
+    decile none), but not the 10M world's: inside a part of more than the cap, the campaign's
     own ties (widely shared entities, the lightest) went first and it ended as lone accounts
-    (``benchmarks/bench_scale.py --max-task-accounts``, docs/pipeline.md); the labels part the
-    farms first. Experimental. The parts of a component are then packed, in part-id order, into
-    tasks of at most ``max_task_accounts`` accounts (parts of more than half of it alone), so
-    thousands of lone accounts do not become thousands of tasks. No community can cross two
-    parts, whose only ties weigh nothing, join accounts of different labels, or were the
-    component's most shared entities.
+    (``benchmarks/bench_scale.py --max-task-accounts``, docs/pipeline.md). Experimental. The parts
+    of a component are then packed, in part-id order, into tasks of at most
+    ``max_task_accounts`` accounts (parts of more than half of it alone), so thousands of lone
+    accounts do not become thousands of tasks. No community can cross two parts, whose only
+    ties weigh nothing or were the component's most shared entities.
 
     Args:
         member: ``src, component_id`` of the accounts Leiden refines.
@@ -415,8 +410,7 @@ def split_tasks(
     Returns:
         ``src, task, resolution_scale`` for every account of ``member`` (the scale is the
         task's share of its component's edge weight: 1.0 for a component that is one task) and
-        figures: components split, rounds (of components, and of label propagation when a
-        part was too big), tasks and the largest task's accounts.
+        figures: components split, rounds, tasks and the largest task's accounts.
     """
     if max_task_accounts < 2:
         raise ValueError(f"refine_max_task_accounts must be at least 2, got {max_task_accounts}")
@@ -489,20 +483,6 @@ def split_tasks(
         too_big = labelled.where(F.col("part_size") > max_task_accounts)
         if too_big.isEmpty():
             break
-        if "label_rounds" not in figures:
-            # before any edge is cut: the too-big parts fall apart into the groups their
-            # members' labels settle in, and the next round takes each group's own components
-            pending = _keep(
-                propagate_labels(
-                    too_big.select("src", "component_id", F.col("part").alias("task")),
-                    edges,
-                    scratch,
-                    figures,
-                ).withColumn("floor", F.lit(0.0)),
-                scratch,
-                "pending-labelled",
-            )
-            continue
         # an exact quantile (Spark's percentile counts distinct values, and weights come from a
         # few hundred entity degrees): deterministic, unlike an approximate one
         floors = (
@@ -519,115 +499,6 @@ def split_tasks(
         )
     packed = _keep(_pack(parts, max_task_accounts, scratch), scratch, "packed")
     return whole.unionByName(_with_resolution_scale(edges, packed)), figures
-
-
-def propagate_labels(
-    member: DataFrame, edges: DataFrame, scratch: str, figures: dict[str, Any]
-) -> DataFrame:
-    """Weighted label propagation inside each task: the groups a too-big part holds.
-
-    A distributed first pass (no task holds a part): every account starts with a label of its
-    own; each round an entity counts its accounts' labels, and votes for its
-    ``_LABELS_PER_ENTITY`` most held ones with its edge weight times the share of its accounts
-    that hold each (so a prompt template a whole farm uses speaks for the farm with its full
-    weight, and a card two accounts share gives each of their labels half of its own); an
-    account takes the label with the most votes, keeping its own on a tie, else the smallest.
-    Account-account edges vote as an entity of two. Half the accounts (by a hash of the account
-    and the round) move each round, so two neighbours cannot swap labels for ever; the rounds
-    stop when two in a row move nobody, or after ``_LABEL_ROUNDS``. Votes are summed as
-    decimals and ties broken by label, so the groups do not depend on the order rows arrive
-    in.
-
-    A farm is dense inside (its accounts share many entities, most of them its own) and thin
-    outside, so it settles on one label even when every entity that holds it is widely shared
-    and weighs little: the weight floor of the later rounds, which drops the lightest edges
-    first, would take such a farm apart before parting it from the farms it touches.
-
-    Args:
-        member: ``src, component_id, task`` of the accounts of the parts to group.
-        edges: the positive-weight ``src, dst, weight, dst_is_entity`` edges (of
-            :func:`split_tasks`).
-        scratch: folder for the rounds' tables (see :func:`_keep`).
-        figures: gets ``label_rounds``, the rounds run.
-
-    Returns:
-        ``src, component_id, task``: the task is the part's name and the group's label.
-    """
-    inside = _inside(edges, member.select("src", "task"))
-    pair = F.xxhash64(F.lit("|"), "task", F.least("src", "dst"), F.greatest("src", "dst"))
-    accounts = inside.where(~F.col("dst_is_entity"))
-    ties = (
-        inside.where(F.col("dst_is_entity"))
-        .select("src", F.xxhash64(F.lit("~"), "task", "dst").alias("hub"), "weight")
-        .unionByName(accounts.select("src", pair.alias("hub"), "weight"))
-        .unionByName(accounts.select(F.col("dst").alias("src"), pair.alias("hub"), "weight"))
-        .groupBy("src", "hub")
-        .agg(F.max("weight").alias("weight"))
-    )
-    held = ties.groupBy("hub").agg(F.count("*").alias("holders"))
-    ties = _keep(ties.join(held, "hub"), scratch, "label-ties")
-    labels = _keep(
-        member.select("src", F.xxhash64("src").alias("label")),
-        scratch,
-        "labels-0",
-    )
-    rounds, settled = 0, False
-    while not settled and rounds < _LABEL_ROUNDS:
-        rounds += 1
-        counted = (
-            ties.join(labels.select("src", "label"), "src")
-            .repartition("hub")  # the count, the ranking and the votes' join: one shuffle
-            .groupBy("hub", "holders", "label")
-            .agg(F.count("*").alias("n"))
-        )
-        rank = F.row_number().over(Window.partitionBy("hub").orderBy(F.desc("n"), "label"))
-        top = (
-            counted.withColumn("rank", rank)
-            .where(F.col("rank") <= _LABELS_PER_ENTITY)
-            .select("hub", "label", (F.col("n") / F.col("holders")).alias("share"))
-        )
-        vote = (F.col("weight") * F.col("share")).cast("decimal(38,18)")
-        scores = (
-            ties.select("src", "hub", "weight")
-            .join(top, "hub")
-            .groupBy("src", "label")
-            .agg(F.sum(vote).alias("score"))
-        )
-        current = labels.select("src", F.col("label").alias("current"))
-        best = (
-            scores.join(current, "src")
-            .groupBy("src")
-            .agg(
-                F.min(
-                    F.struct(
-                        (-F.col("score")).alias("score"),
-                        (F.col("label") != F.col("current")).alias("other"),
-                        "label",
-                    )
-                ).alias("best")
-            )
-            .select("src", F.col("best.label").alias("best"))
-        )
-        # every account knows where it would go; those of this round's half go (a neighbour of
-        # the other half waits a round, so two cannot swap for ever)
-        wants = F.col("best").isNotNull() & (F.col("best") != F.col("label"))
-        turn = F.pmod(F.xxhash64("src"), F.lit(2)) == F.lit(rounds % 2)
-        labels = _keep(
-            labels.join(best, "src", "left").select(
-                "src",
-                F.when(wants & turn, F.col("best")).otherwise(F.col("label")).alias("label"),
-                wants.alias("wants"),
-            ),
-            scratch,
-            f"labels-{rounds}",
-        )
-        settled = labels.where("wants").isEmpty()
-    figures["label_rounds"] = rounds
-    return member.join(labels.select("src", "label"), "src").select(
-        "src",
-        "component_id",
-        F.concat("task", F.lit("|"), F.col("label").cast("string")).alias("task"),
-    )
 
 
 def _pack(parts: list[DataFrame], max_task_accounts: int, scratch: str) -> DataFrame:

@@ -417,62 +417,6 @@ def test_a_cap_below_a_farm_cuts_its_most_shared_ties_first(spark, tmp_path):
         assert any(community <= group for group in whole), community
 
 
-def three_farms_tied_by_cards(spark):
-    """Three operators (30, 20 and 20 accounts), each held together only by soft keys all its
-    accounts share (prompt, behaviour, card BIN by postcode, client, email shape), and five
-    cards each shared by one account of two operators (a with b, b with c): one component,
-    ``a00``. The weights are those of a 10M-account graph, where an entity of two accounts
-    outweighs one of 30."""
-    sizes = {"a": 30, "b": 20, "c": 20}
-    rows = [
-        (f"{op}{i:02d}", kind, f"{op}-{kind}")
-        for op, size in sizes.items()
-        for i in range(size)
-        for kind in ("prompt", "behaviour", "bin_postcode", "client", "email_shape")
-    ]
-    for i in range(5):
-        rows += [(f"a{i:02d}", "instrument", f"ab{i}"), (f"b{i:02d}", "instrument", f"ab{i}")]
-        rows += [(f"b{i + 5:02d}", "instrument", f"bc{i}"), (f"c{i:02d}", "instrument", f"bc{i}")]
-    entities = spark.createDataFrame(
-        rows, "account_id string, entity_type string, entity_id string"
-    )
-    settings = GraphSettings()
-    edges = refinement_edges(
-        entities,
-        entity_stats(entities, settings, 10_000_000),
-        0.5,
-        settings.strong_evidence_types,
-        settings.refine_kind_weights,
-    )
-    components = spark.createDataFrame(
-        [(f"{op}{i:02d}", "a00") for op, size in sizes.items() for i in range(size)],
-        "account_id string, component_id string",
-    )
-    return components, edges
-
-
-def test_a_cut_keeps_farms_whose_own_entities_are_their_lightest_ties(spark, tmp_path):
-    # the 10M world's failure in small: every farm entity weighs less than the cards that tie
-    # the farms to each other, so cutting the lightest edges first leaves nothing but pairs
-    components, edges = three_farms_tied_by_cards(spark)
-
-    def refine(cap: int | None, figures: dict) -> DataFrame:
-        return refine_communities(
-            components, edges, 10, 1.0, 7, 1, 2, 0.0, cap, None, figures, str(tmp_path / "cut")
-        )
-
-    whole = refine(None, {})
-    farms = {
-        op: {r["community_id"] for r in whole.collect() if r["account_id"][0] == op} for op in "abc"
-    }
-    assert farms == {"a": {"a00"}, "b": {"b00"}, "c": {"c00"}}
-    figures: dict = {}
-    assertDataFrameEqual(refine(35, figures), whole)
-    assert figures["largest_refine_task"] <= 35
-    assert figures["label_rounds"] >= 2
-    assert figures["split_components"] == 1
-
-
 def test_the_cap_is_checked(spark):
     components, edges = two_cliques_and_a_pair(spark)
     with pytest.raises(ValueError, match="refine_max_task_accounts must be at least 2"):
