@@ -123,7 +123,11 @@ def entities_held(members: DataFrame, entities: DataFrame, group: str) -> DataFr
     require_columns(entities, "account_entities", ("account_id", "entity_type", "entity_id"))
     # the groups' members (farm candidates: 38,701 accounts at 1M) are broadcast, so the
     # memberships of every account (25.5M rows) are read where they are, not shuffled
-    return entities.join(F.broadcast(members.select("account_id", group)), "account_id").distinct()
+    return (
+        entities.select("account_id", "entity_type", "entity_id")
+        .join(F.broadcast(members.select("account_id", group)), "account_id")
+        .distinct()
+    )
 
 
 def shared_entities(held: DataFrame, group: str) -> DataFrame:

@@ -53,12 +53,7 @@ def binding_edges(members: DataFrame, account_entities: DataFrame, max_entities:
     Returns:
         ``farm_id, account_id, entity_type, entity_id``.
     """
-    require_columns(
-        account_entities, "account_entities", ("account_id", "entity_type", "entity_id")
-    )
-    owned = entities_held(
-        members, account_entities.select("account_id", "entity_type", "entity_id"), "farm_id"
-    )
+    owned = entities_held(members, account_entities, "farm_id")
     entity = ["farm_id", "entity_type", "entity_id"]
     shared = shared_entities(owned, "farm_id")
     by_sharing = Window.partitionBy("farm_id").orderBy(
