@@ -15,6 +15,7 @@ copy of a run) go through pyarrow's S3 filesystem. Called by the settings (``lak
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -203,6 +204,14 @@ def write_text_atomic(path: Path | ObjectPath, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def remove_tree(path: Path | ObjectPath) -> None:
+    """Delete a folder and everything under it (an object prefix: every object under it)."""
+    if isinstance(path, ObjectPath):
+        path.filesystem.delete_dir_contents(path.key, missing_dir_ok=True)
+        return
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def persist(df: Any, path: Any) -> Any:

@@ -5,7 +5,8 @@ In: a run folder (``<lake.runs>/dt=YYYY-MM-DD``: a local :class:`pathlib.Path` o
 read. Called by every stage, the flows, training, the benchmarks and the tests.
 
 - ``accepted/<table>``, ``quarantine/<table>``, ``ingest_counts.json`` (ingest): valid rows;
-  rejected rows with a ``reason``; read = accepted + quarantined;
+  rejected rows with a ``reason``; read = accepted + quarantined (``ingest_judged/<table>``:
+  the one pass both are split from, removed once they are written);
 - ``graph/account_entities``, ``graph/entity_stats``, ``graph/account_links`` (graph):
   keyed-hash entities, their degrees, star links;
 - ``graph/components``, ``graph/refined``, ``graph/communities`` (communities): components,
@@ -44,6 +45,10 @@ class RunLayout:
     def quarantine(self, table: str) -> Any:
         """Rejected rows of an input table, each with its reason."""
         return self.root / "quarantine" / table
+
+    def judged(self, table: str) -> Any:
+        """Every row of an input table judged once (ingest's working copy, removed after)."""
+        return self.root / "ingest_judged" / table
 
     @property
     def ingest_counts(self) -> Any:

@@ -17,6 +17,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 
 from jobs.core.contracts import INPUT_TABLES
+from jobs.core.lake import remove_tree
 from jobs.core.layout import RunLayout
 from jobs.core.stage import StageContext
 from jobs.core.timing import mark
@@ -26,8 +27,9 @@ from jobs.ingest.validate import (
     RunWindow,
     TableCounts,
     first_line,
+    judged_rows,
     read_table,
-    validate_table,
+    split_judged,
 )
 
 
@@ -52,22 +54,31 @@ def run(ctx: StageContext, now: datetime | None = None) -> dict[str, Any]:
     for contract in INPUT_TABLES:
         raw = read_table(spark, settings.lake.lake_path, contract, settings.lake.format)
         try:
-            accepted, quarantined, outside = validate_table(raw, contract, window)
+            judged = judged_rows(raw, contract, window)
         except ValueError as exc:
             raise InputTableError(str(exc)) from exc
-        accepted_path = layout.accepted(contract.name)
-        quarantine_path = layout.quarantine(contract.name)
+        # judged once and written once: the accepted and quarantined rows and the counts are
+        # split from the written copy instead of parsing and ranking the table for each
+        judged_path = layout.judged(contract.name)
         try:
-            accepted.write.mode("overwrite").parquet(str(accepted_path))
-            quarantined.write.mode("overwrite").parquet(str(quarantine_path))
+            judged.write.mode("overwrite").parquet(str(judged_path))
         except Exception as exc:  # corrupt data files surface only when rows are read
             raise InputTableError(
                 f"input table {contract.name!r} could not be read: {first_line(exc)}"
             ) from exc
+        accepted, quarantined, outside = split_judged(
+            spark.read.parquet(str(judged_path)), contract
+        )
+        accepted_path = layout.accepted(contract.name)
+        quarantine_path = layout.quarantine(contract.name)
+        accepted.write.mode("overwrite").parquet(str(accepted_path))
+        quarantined.write.mode("overwrite").parquet(str(quarantine_path))
         n_accepted = spark.read.parquet(str(accepted_path)).count()
         n_quarantined = spark.read.parquet(str(quarantine_path)).count()
         n_outside = outside.count()
         n_read = raw.count() - n_outside
+        remove_tree(judged_path)
+        remove_tree(judged_path.parent)  # empty once every table's copy is gone
         mark(contract.name)
         table_counts = TableCounts(
             contract.name,

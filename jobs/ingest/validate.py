@@ -174,6 +174,10 @@ def _reason_checks(
     return checks
 
 
+JUDGED = "_judged"  # accepted / quarantined / outside, per raw row of :func:`judged_rows`
+_VALUE = "_value_"
+
+
 def validate_table(
     raw: DataFrame, contract: TableContract, window: RunWindow
 ) -> tuple[DataFrame, DataFrame, DataFrame]:
@@ -193,49 +197,81 @@ def validate_table(
     Raises:
         ValueError: a required column is missing (the message names the table and column).
     """
+    return split_judged(judged_rows(raw, contract, window), contract)
+
+
+def judged_rows(raw: DataFrame, contract: TableContract, window: RunWindow) -> DataFrame:
+    """Every raw row once, judged: accepted, quarantined (with its reason and JSON) or outside.
+
+    The one pass that parses, checks and ranks a table; :func:`split_judged` takes the accepted
+    rows, the quarantined rows and the rows outside the window from it. The ingest stage writes
+    it once and splits the written copy, so the parsing and the duplicate ranking (a sort of
+    every row) run once per table, not once per output.
+
+    Returns:
+        ``_value_<column>`` (the accepted value of each contract column), ``reason`` (null when
+        accepted or outside), ``raw`` (the row as stored, as JSON; only for quarantined rows)
+        and ``_judged``.
+
+    Raises:
+        ValueError: a required column is missing (the message names the table and column).
+    """
     raw = conform(raw, contract)
     typed = _typed_columns(contract, raw)
     raw, values = _with_ip_spellings(contract, raw, typed)
     checks = _reason_checks(contract, raw, typed, values, window)
     reasons = F.concat_ws(";", F.filter(F.array(*checks), lambda r: r.isNotNull()))
     checked = raw.withColumn(REASON, F.when(reasons != "", reasons))
+    usable = F.col(REASON).isNull()
+    outside = F.lit(False)
     if contract.time_column:
         ts = typed[contract.time_column].cast("timestamp")
-        usable = F.col(REASON).isNull()
         outside = usable & (
             (ts >= F.lit(window.end))
             | ((ts < F.lit(window.start)) if contract.windowed else F.lit(False))
         )
-        out_of_window = checked.where(outside).select("account_id")
-        checked = checked.where(~outside)
-    else:
-        out_of_window = checked.limit(0).select("account_id")
+    checked = checked.withColumn("_outside", outside)
+    eligible = usable & ~F.col("_outside")
     raw_json = F.to_json(F.struct(*[F.col(c) for c in contract.column_names]))
     # copies are judged on accepted values (two spellings of one instant or one address are one
-    # key); the copy kept is the one whose JSON sorts first, and the JSON is built only for keys
-    # with copies, since sorting every row by a long string was most of ingest's cost
-    by_key = Window.partitionBy(*[values[name] for name in contract.natural_key])
-    clean = checked.where(F.col(REASON).isNull()).withColumn(
-        "_copies", F.count(F.lit(1)).over(by_key)
+    # key) among the usable rows inside the window; the copy kept is the one whose JSON sorts
+    # first, and the JSON is built only for keys with copies, since sorting every row by a long
+    # string was most of ingest's cost
+    by_key = Window.partitionBy(eligible, *[values[name] for name in contract.natural_key])
+    ranked = checked.withColumn("_copies", F.count(F.lit(1)).over(by_key)).withColumn(
+        "_rank", F.row_number().over(by_key.orderBy(F.when(F.col("_copies") > 1, raw_json)))
     )
-    order = by_key.orderBy(F.when(F.col("_copies") > 1, raw_json))
-    ranked = clean.withColumn("_rank", F.row_number().over(order)).drop("_copies")
-    duplicates = (
-        ranked.where(F.col("_rank") > 1).drop("_rank").withColumn(REASON, F.lit("duplicate"))
+    reason = F.when(eligible & (F.col("_rank") > 1), F.lit("duplicate")).otherwise(F.col(REASON))
+    judged = ranked.withColumn(REASON, reason)
+    quarantined = F.col(REASON).isNotNull()
+    return judged.select(
+        *[values[c.name].alias(_VALUE + c.name) for c in contract.columns],
+        REASON,
+        F.when(quarantined, raw_json).alias("raw"),
+        F.when(quarantined, F.lit("quarantined"))
+        .when(F.col("_outside"), F.lit("outside"))
+        .otherwise(F.lit("accepted"))
+        .alias(JUDGED),
     )
-    accepted = ranked.where(F.col("_rank") == 1).select(
-        *[values[c.name].alias(c.name) for c in contract.columns]
+
+
+def split_judged(
+    judged: DataFrame, contract: TableContract
+) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """The accepted, quarantined and out-of-window rows of :func:`judged_rows`.
+
+    The three frames are those :func:`validate_table` returns.
+    """
+    accepted = judged.where(F.col(JUDGED) == "accepted").select(
+        *[F.col(_VALUE + c.name).alias(c.name) for c in contract.columns]
     )
-    quarantined = (
-        checked.where(F.col(REASON).isNotNull())
-        .unionByName(duplicates)
-        .select(
-            F.lit(contract.name).alias("table"),
-            F.col(REASON).alias("reason"),
-            raw_json.alias("raw"),
-        )
+    quarantined = judged.where(F.col(JUDGED) == "quarantined").select(
+        F.lit(contract.name).alias("table"), F.col(REASON).alias("reason"), "raw"
     )
-    return accepted, quarantined, out_of_window
+    outside = judged.where(F.col(JUDGED) == "outside").select(
+        F.col(_VALUE + "account_id").alias("account_id")
+    )
+    return accepted, quarantined, outside
 
 
 def first_line(exc: BaseException) -> str:
