@@ -6,8 +6,10 @@ communities stage once each, while a sampler records the peak resident memory of
 process tree (Python driver, Spark JVM, Python workers). The worlds run one after the other in
 one invocation, so the ratio compares figures from the same run.
 
-Reported per world: ingest, graph and communities seconds, peak RSS (GiB, whole run and per
-stage), graph size, community quality on ground truth. Across worlds:
+Reported per world: ingest, graph and communities seconds (and the communities stage's parts),
+peak RSS (GiB, whole run and per stage, with what the JVM, the Python driver and the Python
+workers held at each stage's peak and how many seconds into the stage it came), graph size,
+community quality on ground truth. Across worlds:
 ``time_ratio`` = (graph + communities)(large) / (graph + communities)(small), the issue's bar
 being <= 10 and peak memory within the machine's 24 GiB. With ``--max-task-accounts N`` each
 world also runs the communities stage again with ``graph.refine_max_task_accounts = N`` and
@@ -45,8 +47,12 @@ from benchkit import bench_home, stage_context, write_result
 GIB = 1024**3
 
 
-def tree_rss_bytes(root: int) -> int:
-    """Resident memory of ``root`` and all its descendants, from /proc (Linux)."""
+def tree_rss_bytes(root: int) -> dict[str, int]:
+    """Resident memory of ``root`` and all its descendants, from /proc (Linux), by role.
+
+    Roles: ``jvm`` (Spark's Java process), ``driver`` (``root``, the Python driver),
+    ``python_workers`` (Spark's Python daemon and workers) and ``other``.
+    """
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     page = os.sysconf("SC_PAGE_SIZE")
@@ -62,32 +68,61 @@ def tree_rss_bytes(root: int) -> int:
         pid = int(entry)
         children.setdefault(int(fields[1]), []).append(pid)
         rss[pid] = int(statm.split()[1]) * page
-    total, stack = 0, [root]
+    roles: dict[str, int] = {}
+    stack = [root]
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
+        role = "driver" if pid == root else _role(pid)
+        roles[role] = roles.get(role, 0) + rss.get(pid, 0)
         stack.extend(children.get(pid, []))
-    return total
+    return roles
+
+
+def _role(pid: int) -> str:
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "other"
+    if name == "java":
+        return "jvm"
+    return "python_workers" if name.startswith("python") else "other"
 
 
 class PeakMemory:
-    """Samples the process tree's RSS every ``interval`` seconds; keeps the overall peak and a
-    peak per named phase."""
+    """Samples the process tree's RSS every ``interval`` seconds; keeps the overall peak and,
+    per named phase, its peak, what each role held at that moment and when it came."""
 
     def __init__(self, interval: float = 0.5) -> None:
         self.interval = interval
         self.peak = 0
         self.phases: dict[str, int] = {}
-        self.phase: str | None = None
+        self.at_peak: dict[str, dict[str, Any]] = {}
+        self._phase: str | None = None
+        self._phase_start = time.perf_counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    @property
+    def phase(self) -> str | None:
+        """The phase now sampled (None: none)."""
+        return self._phase
+
+    @phase.setter
+    def phase(self, name: str | None) -> None:
+        self._phase, self._phase_start = name, time.perf_counter()
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            used = tree_rss_bytes(os.getpid())
+            roles = tree_rss_bytes(os.getpid())
+            used = sum(roles.values())
             self.peak = max(self.peak, used)
-            if self.phase:
-                self.phases[self.phase] = max(self.phases.get(self.phase, 0), used)
+            phase = self._phase
+            if phase and used > self.phases.get(phase, 0):
+                self.phases[phase] = used
+                self.at_peak[phase] = {
+                    "seconds_into_phase": round(time.perf_counter() - self._phase_start, 1),
+                    "gib_by_role": {k: round(v / GIB, 2) for k, v in sorted(roles.items())},
+                }
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakMemory:
@@ -115,6 +150,7 @@ def one_world(args: argparse.Namespace) -> dict[str, Any]:
         )
     result["peak_rss_gib"] = round(memory.peak / GIB, 2)
     result["peak_rss_gib_by_stage"] = {k: round(v / GIB, 2) for k, v in memory.phases.items()}
+    result["at_peak_by_stage"] = memory.at_peak
     return result
 
 
@@ -128,6 +164,7 @@ def _stages(
 
     from flows.runtime import settings_for, spark_for
     from jobs.communities import stage as communities
+    from jobs.core.timing import part_clock
     from jobs.graph import stage as graph
     from jobs.ingest import stage as ingest
     from jobs.report.summary import community_quality
@@ -166,8 +203,10 @@ def _stages(
         result["graph_seconds"] = round(time.perf_counter() - start, 1)
     memory.phase = "communities"
     start = time.perf_counter()
-    result["communities"] = communities.run(ctx)
+    with part_clock() as clock:
+        result["communities"] = communities.run(ctx)
     result["communities_seconds"] = round(time.perf_counter() - start, 1)
+    result["communities_part_seconds"] = clock.finish()
     memory.phase = "report"
     truth = spark.read.parquet(str(lake / "ground_truth"))
     table = spark.read.parquet(str(ctx.layout.communities))
