@@ -77,8 +77,7 @@ def run(ctx: StageContext, now: datetime | None = None) -> dict[str, Any]:
         n_quarantined = spark.read.parquet(str(quarantine_path)).count()
         n_outside = outside.count()
         n_read = raw.count() - n_outside
-        remove_tree(judged_path)
-        remove_tree(judged_path.parent)  # empty once every table's copy is gone
+        remove_tree(judged_path.parent)  # the working copy: it holds only this table's
         mark(contract.name)
         table_counts = TableCounts(
             contract.name,
