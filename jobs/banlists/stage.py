@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.banlists.actions import (
@@ -59,9 +61,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     farm_entities = farm_entities.join(
         anomaly.select("farm_id", F.col("evidence").alias("group_evidence")), "farm_id", "left"
     )
-    banlist = listed.toPandas()
+    banlist, farm_entities = _with_farm_columns(listed, farm_entities)
     mark("banlist")
-    banlist.attrs = {}  # Spark Connect attaches query metrics that pandas cannot serialise
     identity = RunContext(
         run_date=ctx.run_date.isoformat(),
         model={"name": settings.model.registered_model, "version": str(ctx.model_version)},
@@ -82,7 +83,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     )
     attach, report = report_attachments(ctx, store, settings.publish.prefix)
     farm_tables = {
-        "farm_entities": farm_entities.toPandas(),
+        "farm_entities": farm_entities,
         "farm_members": graph["communities"]
         .where(F.col("farm_id").isNotNull())
         .select("account_id", "farm_id")
@@ -118,3 +119,30 @@ def run(ctx: StageContext) -> dict[str, Any]:
         ),
         "drift": report.get("drift"),
     }
+
+
+FARM_COLUMNS = ("binding_entities", "group_evidence")
+
+
+def _with_farm_columns(listed: DataFrame, farms: DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The listed rows and their farms' table, from one Spark job.
+
+    Both come from the farm members' entities (a pass over every account's entities): as two
+    jobs that pass ran twice. Every farm of ``farms`` has a listed member, so its row rides on
+    its members' rows and is taken back off on the driver.
+
+    Returns:
+        ``(banlist, farm_entities)``: the rows of ``listed`` (its columns), and ``farm_id`` with
+        :data:`FARM_COLUMNS`, one row per farm.
+    """
+    extra = [F.col(c).alias(f"_farm_{c}") for c in FARM_COLUMNS]
+    rows = listed.join(farms.select("farm_id", *extra), "farm_id", "left").select(
+        *listed.columns, *(f"_farm_{c}" for c in FARM_COLUMNS)
+    )
+    frame = rows.toPandas()
+    frame.attrs = {}  # Spark Connect attaches query metrics that pandas cannot serialise
+    farm_rows = frame[frame["farm_id"].notna()].drop_duplicates("farm_id", ignore_index=True)
+    farm_entities = farm_rows[["farm_id", *(f"_farm_{c}" for c in FARM_COLUMNS)]].rename(
+        columns={f"_farm_{c}": c for c in FARM_COLUMNS}
+    )
+    return frame[list(listed.columns)], farm_entities

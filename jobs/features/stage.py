@@ -57,6 +57,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         graph["entity_stats"],
         settings.anomaly,
         settings.graph.min_entity_concentration,
+        population=accounts,
     )
     anomaly = persist(anomaly, layout.group_anomaly)
     neighbours = neighbour_aggregates(
