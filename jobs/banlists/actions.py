@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from jobs.core.config import BanSettings
 from jobs.core.validation import require_columns
-from jobs.graph.links import entities_held, shared_entities, top_binding_entities
+from jobs.graph.links import top_binding_entities
 
 ACTIONS = ("ban", "review", "watch")
 ALLOWLIST_KINDS = ("account", "email_domain")
@@ -177,14 +177,14 @@ def apply_allowlist(
 
 
 def attach_evidence(
-    listed: DataFrame, communities: DataFrame, account_entities: DataFrame, top_entities: int = 3
+    listed: DataFrame, farm_entities: DataFrame, top_entities: int = 3
 ) -> tuple[DataFrame, DataFrame]:
     """Name, by keyed hash, the entities that bind each farm and each listed account to it.
 
     Args:
         listed: rows with ``account_id, farm_id, reasons``.
-        communities: ``account_id, farm_id``.
-        account_entities: ``account_id, entity_type, entity_id`` (ids are keyed hashes).
+        farm_entities: ``farm_id, account_id, entity_type, entity_id, members``
+            (:func:`jobs.graph.links.farm_shared_entities`; ids are keyed hashes).
         top_entities: entities kept per farm.
 
     Returns:
@@ -193,21 +193,20 @@ def attach_evidence(
         ``type:hash (n accounts)``, most shared first).
     """
     require_columns(listed, "listed", ("account_id", "farm_id", "reasons"))
-    require_columns(communities, "communities", ("account_id", "farm_id"))
     require_columns(
-        account_entities, "account_entities", ("account_id", "entity_type", "entity_id")
+        farm_entities,
+        "farm_entities",
+        ("farm_id", "account_id", "entity_type", "entity_id", "members"),
     )
     farms = listed.where(F.col("farm_id").isNotNull()).select("farm_id").distinct()
-    members = communities.join(farms, "farm_id").select("account_id", "farm_id")
-    member_entities = entities_held(members, account_entities, "farm_id")
-    shared = shared_entities(member_entities, "farm_id")
+    held = farm_entities.join(farms, "farm_id")
+    shared = held.select("farm_id", "entity_type", "entity_id", "members").distinct()
     farm_entities = top_binding_entities(shared, "farm_id", top_entities)
     per_account = Window.partitionBy("account_id").orderBy(
         F.desc("members"), "entity_type", "entity_id"
     )
     strongest = (
-        member_entities.join(shared, ["farm_id", "entity_type", "entity_id"])
-        .withColumn("_rank", F.row_number().over(per_account))
+        held.withColumn("_rank", F.row_number().over(per_account))
         .where("_rank = 1")
         .select(
             "account_id",

@@ -30,6 +30,7 @@ from jobs.banlists.decisions import decisions_folder
 from jobs.banlists.journal import last_key
 from jobs.banlists.publish import RunContext, publish
 from jobs.communities.stage import load as load_graph
+from jobs.communities.stage import load_farm_entities
 from jobs.core.stage import StageContext
 from jobs.core.store import store_for
 from jobs.core.timing import mark
@@ -56,7 +57,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         allowlisted = allowlisted_rows.toPandas()
     graph = load_graph(spark, layout)
     listed, farm_entities = attach_evidence(
-        listed, graph["communities"], graph["account_entities"], settings.graph.binding_entities
+        listed, load_farm_entities(spark, layout), settings.graph.binding_entities
     )
     farm_entities = farm_entities.join(
         anomaly.select("farm_id", F.col("evidence").alias("group_evidence")), "farm_id", "left"
@@ -127,9 +128,9 @@ FARM_COLUMNS = ("binding_entities", "group_evidence")
 def _with_farm_columns(listed: DataFrame, farms: DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The listed rows and their farms' table, from one Spark job.
 
-    Both come from the farm members' entities (a pass over every account's entities): as two
-    jobs that pass ran twice. Every farm of ``farms`` has a listed member, so its row rides on
-    its members' rows and is taken back off on the driver.
+    Both come from the run's ``farm_entities``: as two jobs, that table was read and ranked
+    twice. Every farm of ``farms`` has a listed member, so its row rides on its members' rows
+    and is taken back off on the driver.
 
     Returns:
         ``(banlist, farm_entities)``: the rows of ``listed`` (its columns), and ``farm_id`` with

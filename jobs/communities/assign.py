@@ -1,12 +1,13 @@
 """Communities into farm candidates: the refinement graph, farm ids and what binds each group.
 
-In: components (or Leiden communities) of the account graph, ``account_entities``,
-``entity_stats`` and ``account_links``. Out: the weighted account-entity edges Leiden refines on
-(:func:`refinement_edges`), every community of ``graph.min_farm_size``+ accounts with a stable
-``farm_id`` (:func:`assign_farms`), and the ``communities`` table trust teams read
-(:func:`describe_communities`: ``account_id, component_id, community_id, farm_id,
-community_size, component_size, community_density, binding_entities``). Called by the
-communities stage (:mod:`jobs.communities.stage`) and the tests.
+In: components (or Leiden communities) of the account graph, ``account_entities``, ``entity_stats``,
+``account_links`` and the farm candidates' shared entities
+(:func:`jobs.graph.links.farm_shared_entities`). Out: the weighted account-entity edges Leiden
+refines on (:func:`refinement_edges`), every community of ``graph.min_farm_size``+ accounts with a
+stable ``farm_id`` (:func:`assign_farms`), and the ``communities`` table trust teams read
+(:func:`describe_communities`: ``account_id, component_id, community_id, farm_id, community_size,
+component_size, community_density, binding_entities``). Called by the communities stage
+(:mod:`jobs.communities.stage`) and the tests.
 """
 
 from __future__ import annotations
@@ -18,12 +19,7 @@ from pyspark.sql import functions as F
 
 from jobs.core.validation import require_columns
 from jobs.graph.entities import EVIDENCE_KIND, LINK_ENTITY_TYPES
-from jobs.graph.links import (
-    community_density,
-    entities_held,
-    shared_entities,
-    top_binding_entities,
-)
+from jobs.graph.links import community_density, top_binding_entities
 
 
 def assign_farms(components: DataFrame, min_farm_size: int) -> DataFrame:
@@ -109,14 +105,14 @@ def refinement_edges(
 
 
 def describe_communities(
-    communities: DataFrame, links: DataFrame, entities: DataFrame, top_entities: int
+    communities: DataFrame, links: DataFrame, farm_entities: DataFrame, top_entities: int
 ) -> DataFrame:
     """Add each community's link density and the entities that bind it.
 
     Args:
         communities: :func:`assign_farms` output.
         links: account graph edges ``src, dst``.
-        entities: ``account_id, entity_type, entity_id``.
+        farm_entities: :func:`jobs.graph.links.farm_shared_entities` of ``communities``.
         top_entities: binding entities kept per farm candidate.
 
     Returns:
@@ -125,11 +121,12 @@ def describe_communities(
         only for farm candidates).
     """
     require_columns(links, "account_links", ("src", "dst"))
-    density = community_density(communities, links, "community_id")
-    farms = communities.where(F.col("farm_id").isNotNull()).select("account_id", "community_id")
-    binding = top_binding_entities(
-        shared_entities(entities_held(farms, entities, "community_id"), "community_id"),
-        "community_id",
-        top_entities,
+    require_columns(
+        farm_entities, "farm_entities", ("farm_id", "entity_type", "entity_id", "members")
     )
-    return communities.join(density, "community_id", "left").join(binding, "community_id", "left")
+    density = community_density(communities, links, "community_id")
+    shared = farm_entities.select("farm_id", "entity_type", "entity_id", "members").distinct()
+    binding = top_binding_entities(shared, "farm_id", top_entities)
+    described = communities.join(density, "community_id", "left")
+    # farm ids are one per community (a hash of its id): outside farm candidates, none joins
+    return described.join(binding, "farm_id", "left").select(*described.columns, "binding_entities")

@@ -2,7 +2,9 @@
 
 In: a :class:`jobs.core.stage.StageContext` (the run's accepted signups and graph tables, the
 ``graph`` settings). Out, under the run's layout: ``components``, ``refined`` (when Leiden
-runs) and ``communities`` (:func:`jobs.communities.assign.describe_communities`), and a summary
+runs), ``farm_entities`` (what binds each farm candidate, member by member:
+:func:`jobs.graph.links.farm_shared_entities`) and ``communities``
+(:func:`jobs.communities.assign.describe_communities`), and a summary
 (components backend, counts, farm candidates, Leiden tasks and the largest one's accounts).
 Connected components over hard-key links say which accounts are connected at all; components of
 ``graph.refine_min_size`` or more accounts are split by Leiden (:mod:`jobs.communities.refine`)
@@ -24,6 +26,7 @@ from jobs.communities.refine import refine_communities
 from jobs.core.lake import persist
 from jobs.core.layout import RunLayout
 from jobs.core.stage import StageContext
+from jobs.graph.links import farm_shared_entities
 from jobs.ingest.stage import load_accepted
 
 
@@ -64,10 +67,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         refined = persist(refined, layout.refined)
     else:
         refined = components
+    assigned = assign_farms(refined, graph.min_farm_size)
+    farm_entities = persist(farm_shared_entities(assigned, entities), layout.farm_entities)
     communities = persist(
-        describe_communities(
-            assign_farms(refined, graph.min_farm_size), links, entities, graph.binding_entities
-        ),
+        describe_communities(assigned, links, farm_entities, graph.binding_entities),
         layout.communities,
     )
     farms = communities.where(F.col("farm_id").isNotNull())
@@ -91,3 +94,17 @@ def load(spark: SparkSession, layout: RunLayout) -> dict[str, DataFrame]:
         "components": spark.read.parquet(str(layout.components)),
         "communities": spark.read.parquet(str(layout.communities)),
     }
+
+
+def load_farm_entities(spark: SparkSession, layout: RunLayout) -> DataFrame:
+    """The run's ``farm_entities`` table (:func:`jobs.graph.links.farm_shared_entities`).
+
+    A run resumed after an upgrade may have finished its communities stage before the table
+    existed; then it is computed from the run's communities and entities, as that stage would.
+    """
+    if layout.farm_entities.exists():
+        return spark.read.parquet(str(layout.farm_entities))
+    return farm_shared_entities(
+        spark.read.parquet(str(layout.communities)),
+        spark.read.parquet(str(layout.account_entities)),
+    )

@@ -91,6 +91,11 @@ class RunLayout:
         return self.root / "graph" / "communities"
 
     @property
+    def farm_entities(self) -> Any:
+        """Per farm candidate member, the entities two or more of its members hold."""
+        return self.root / "graph" / "farm_entities"
+
+    @property
     def account_features(self) -> Any:
         """One row of account features per account."""
         return self.root / "account_features"

@@ -147,6 +147,31 @@ def shared_entities(held: DataFrame, group: str) -> DataFrame:
     )
 
 
+def farm_shared_entities(communities: DataFrame, entities: DataFrame) -> DataFrame:
+    """What binds each farm candidate, member by member: the run's ``farm_entities`` table.
+
+    Every entity two or more members of a farm candidate hold, once per member holding it,
+    with how many members hold it. Written once by the communities stage; the communities
+    table's binding entities, the ban list's evidence, the farms file and the run report's
+    farm graphs are all read from it, so no later stage passes over every account's entities
+    again.
+
+    Args:
+        communities: ``account_id, farm_id`` (null outside farm candidates).
+        entities: ``account_id, entity_type, entity_id``.
+
+    Returns:
+        ``farm_id, account_id, entity_type, entity_id, members`` (``members >= 2``).
+    """
+    require_columns(communities, "communities", ("account_id", "farm_id"))
+    members = communities.where(F.col("farm_id").isNotNull()).select("account_id", "farm_id")
+    held = entities_held(members, entities, "farm_id")
+    entity = ["farm_id", "entity_type", "entity_id"]
+    return held.join(shared_entities(held, "farm_id"), entity).select(
+        "farm_id", "account_id", "entity_type", "entity_id", "members"
+    )
+
+
 def top_binding_entities(shared: DataFrame, group: str, top: int) -> DataFrame:
     """The ``top`` most shared entities per group as ``type:hash (n accounts)`` strings.
 

@@ -1,11 +1,11 @@
 """The farm graphs the run report draws: a bounded sample of each farm's members and entities.
 
 In: the run's ``communities`` (``account_id, farm_id``), ``scores`` (``account_id, score``),
-``account_entities`` (``account_id, entity_type, entity_id``; ids are keyed hashes) and the farms
-to draw. Out: small tables, one row per drawn member and one per member-entity edge, that
-:mod:`jobs.report.html` lays out. A farm of 25,000 accounts is drawn as its highest-scoring
-members and the entities most of them share, so the report keeps a reasonable size; the report
-says how many members each graph leaves out. Called by the publish stage and the tests.
+``farm_entities`` (the entities farm members share, :func:`jobs.graph.links.farm_shared_entities`;
+ids are keyed hashes) and the farms to draw. Out: small tables, one row per drawn member and one per
+member-entity edge, that :mod:`jobs.report.html` lays out. A farm of 25,000 accounts is drawn as its
+highest-scoring members and the entities most of them share, so the report keeps a reasonable size;
+the report says how many members each graph leaves out. Called by the publish stage and the tests.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from jobs.core.validation import require_columns
-from jobs.graph.links import entities_held, shared_entities
+from jobs.graph.links import shared_entities
 
 
 def sample_members(
@@ -44,17 +44,28 @@ def sample_members(
     )
 
 
-def binding_edges(members: DataFrame, account_entities: DataFrame, max_entities: int) -> DataFrame:
+def binding_edges(members: DataFrame, farm_entities: DataFrame, max_entities: int) -> DataFrame:
     """Edges from drawn members to the entities two or more of them share.
 
     Per farm, the ``max_entities`` entities shared by the most drawn members (ties by type and
-    hash) are kept.
+    hash) are kept. An entity two drawn members share is one two farm members share, so the
+    farm's shared entities (``farm_entities``) hold every edge drawn.
+
+    Args:
+        members: ``farm_id, account_id`` of the drawn members.
+        farm_entities: :func:`jobs.graph.links.farm_shared_entities`.
+        max_entities: entities kept per farm.
 
     Returns:
         ``farm_id, account_id, entity_type, entity_id``.
     """
-    owned = entities_held(members, account_entities, "farm_id")
+    require_columns(
+        farm_entities, "farm_entities", ("farm_id", "account_id", "entity_type", "entity_id")
+    )
     entity = ["farm_id", "entity_type", "entity_id"]
+    owned = farm_entities.join(
+        F.broadcast(members.select("farm_id", "account_id")), ["farm_id", "account_id"]
+    ).select("farm_id", "account_id", "entity_type", "entity_id")
     shared = shared_entities(owned, "farm_id")
     by_sharing = Window.partitionBy("farm_id").orderBy(
         F.desc("members"), "entity_type", "entity_id"

@@ -18,6 +18,7 @@ from typing import Any
 from pyspark.sql import functions as F
 
 from jobs.banlists.publish import Attachments, Draft
+from jobs.communities.stage import load_farm_entities
 from jobs.core.stage import StageContext
 from jobs.core.store import ObjectStore
 from jobs.core.timing import mark
@@ -82,7 +83,7 @@ def report_attachments(
         members_pd = members.toPandas()
         edges = binding_edges(
             spark.createDataFrame(members_pd, schema=members.schema),
-            spark.read.parquet(str(layout.account_entities)),
+            load_farm_entities(spark, layout),
             settings.report.max_entities_per_farm,
         ).toPandas()
         mark("report_farms")

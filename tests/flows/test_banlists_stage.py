@@ -5,11 +5,13 @@ entity per farm: the farms file must list at most one (the stage used to pass no
 the farms file always listed up to three whatever the setting said). The second publish goes
 to the same target as the first, so it is a second list of an unchanged world: its drift watch
 compares with the first and must stay quiet. A third list with a ban band nobody reaches (as
-if the model stopped catching every farm overnight) must raise the alert in its report.
+if the model stopped catching every farm overnight) must raise the alert in its report. A run
+whose communities stage predates the ``farm_entities`` table gets the same table computed.
 """
 
 from __future__ import annotations
 
+import shutil
 from datetime import date
 
 import pandas as pd
@@ -17,7 +19,9 @@ import pytest
 
 from flows.runtime import layout_for
 from jobs.banlists import stage as banlists
+from jobs.communities.stage import load_farm_entities
 from jobs.core.config import load_settings
+from jobs.core.layout import RunLayout
 from jobs.core.stage import StageContext
 
 pytestmark = pytest.mark.e2e
@@ -71,3 +75,19 @@ def test_binding_entities_setting_reaches_the_farms_file(spark, small_world, tmp
     assert f"{banned_farms} of the {banned_farms} farms banned last night vanished" in alert
     page = (tmp_path / "bucket" / third["report"]).read_text()
     assert "Drift alert" in page and "an operator may have changed tactics" in page
+
+
+def test_a_run_without_the_farm_entities_table_computes_the_same_one(spark, small_world, tmp_path):
+    """A run whose communities stage predates ``farm_entities`` (resumed after an upgrade)."""
+    settings = load_settings(lake={"home": str(small_world.home)})
+    layout = layout_for(settings, date.fromisoformat(small_world.summary["run_date"]))
+    assert layout.farm_entities.exists()
+    written = load_farm_entities(spark, layout)
+    older = RunLayout.at(tmp_path / "run")
+    for table in ("communities", "account_entities"):
+        shutil.copytree(getattr(layout, table), getattr(older, table))
+    computed = load_farm_entities(spark, older)
+    assert not older.farm_entities.exists()
+    rows = sorted(tuple(r) for r in written.collect())
+    assert len(rows) > 0
+    assert sorted(tuple(r) for r in computed.select(*written.columns).collect()) == rows

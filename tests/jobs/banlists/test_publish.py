@@ -12,6 +12,7 @@ from jobs.banlists.publish import RunContext, diff_lists, publish
 from jobs.banlists.runs import list_runs, read_latest
 from jobs.core.config import BanSettings
 from jobs.core.store import LocalStore
+from jobs.graph.links import farm_shared_entities
 from jobs.report.summary import truth_metrics
 
 MODEL = {"name": "farmwatch-farm-model", "version": "3"}
@@ -320,7 +321,19 @@ def test_evidence_names_binding_entities_by_hash(spark):
         ],
         "account_id string, entity_type string, entity_id string",
     )
-    with_evidence, farms = attach_evidence(listed, communities, entities)
+    farm_entities = farm_shared_entities(communities, entities)
+    # a3's own device and the solo account's share nothing inside a farm
+    assert sorted(tuple(r) for r in farm_entities.collect()) == [
+        ("f1", account, entity_type, entity_id, members)
+        for account, entity_type, entity_id, members in [
+            ("a1", "device", "d00d000000000002", 2),
+            ("a1", "instrument", "c0ffee0000000001", 3),
+            ("a2", "device", "d00d000000000002", 2),
+            ("a2", "instrument", "c0ffee0000000001", 3),
+            ("a3", "instrument", "c0ffee0000000001", 3),
+        ]
+    ]
+    with_evidence, farms = attach_evidence(listed, farm_entities)
     reasons = {r["account_id"]: r["reasons"] for r in with_evidence.collect()}
     assert reasons["a1"] == [
         "high score",
@@ -331,8 +344,10 @@ def test_evidence_names_binding_entities_by_hash(spark):
         "instrument:c0ffee0000000001 (3 accounts)",
         "device:d00d000000000002 (2 accounts)",
     ]
+    with pytest.raises(ValueError, match="members"):
+        attach_evidence(listed, farm_entities.drop("members"))
     with pytest.raises(ValueError, match="entity_id"):
-        attach_evidence(listed, communities, entities.drop("entity_id"))
+        farm_shared_entities(communities, entities.drop("entity_id"))
 
 
 def test_truth_metrics(spark):

@@ -15,7 +15,7 @@ from jobs.communities.components import components_local
 from jobs.communities.refine import OUTPUT_SCHEMA, leiden_partition, refine_communities
 from jobs.core.config import GraphSettings
 from jobs.graph.entities import account_entities
-from jobs.graph.links import entity_stats
+from jobs.graph.links import entity_stats, farm_shared_entities
 
 
 def two_cliques_and_a_pair(spark):
@@ -154,7 +154,10 @@ def test_communities_table_names_density_and_binding_entities(spark):
         + [("a0", "device", "d1"), ("a1", "device", "d1")],
         "account_id string, entity_type string, entity_id string",
     )
-    table = describe_communities(assign_farms(refined, 5), links, entities, top_entities=2)
+    farms = assign_farms(refined, 5)
+    table = describe_communities(
+        farms, links, farm_shared_entities(farms, entities), top_entities=2
+    )
     row = table.where("account_id = 'a3'").first()
     assert (row["component_size"], row["community_size"]) == (12, 6)
     assert row["community_density"] == pytest.approx(1.0)  # a clique

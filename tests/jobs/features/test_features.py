@@ -13,7 +13,7 @@ from jobs.features.account import account_features, known_bad_members
 from jobs.features.neighbourhood import neighbour_aggregates
 from jobs.features.table import GROUP_EVIDENCE, NEIGHBOUR_SOURCE_FEATURES, feature_table
 from jobs.graph.entities import account_entities
-from jobs.graph.links import account_links, entity_stats
+from jobs.graph.links import account_links, entity_stats, farm_shared_entities
 
 END = datetime(2026, 6, 6)
 
@@ -113,11 +113,9 @@ def small_world(spark):
         [("a1", "a1"), ("a2", "a1"), ("a3", "a1"), ("b1", "b1")],
         "account_id string, component_id string",
     )
+    farms = assign_farms(components, min_farm_size=3)
     communities = describe_communities(
-        assign_farms(components, min_farm_size=3),
-        links,
-        entities,
-        GraphSettings().binding_entities,
+        farms, links, farm_shared_entities(farms, entities), GraphSettings().binding_entities
     )
     return signups, payments, ip_events, usage, entities, stats, links, communities
 
