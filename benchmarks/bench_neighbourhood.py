@@ -8,6 +8,8 @@ Each timing includes collecting the result to the driver as Arrow. Then it check
 backends agree in every column for every account (nulls and NaN in the same places, every other
 value with the same bits) and fails if they do not.
 
+``--local-only`` times the local backend alone; ``--save`` writes its result and ``--expect``
+checks it against one saved before (an A/B of a change to the local backend, bit for bit).
 Reports the median seconds per backend, their ratio, the number of differing columns, and the
 peak resident memory of the driver's Python process after the local runs (the local backend
 computes there; the Spark JVM is not included). Writes JSON (default
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from benchkit import bench_home, timed, write_result
 
 
@@ -62,6 +65,13 @@ def main() -> None:
     parser.add_argument("--run", required=True, help="a run folder (runs/dt=<date>)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/neighbourhood.json")
+    parser.add_argument(
+        "--local-only", action="store_true", help="time the local backend alone (an A/B of it)"
+    )
+    parser.add_argument("--save", help="write the local backend's result here (Parquet)")
+    parser.add_argument(
+        "--expect", help="a result saved by --save that the local backend must equal, bit for bit"
+    )
     args = parser.parse_args()
     bench_home("neighbourhood")
 
@@ -91,8 +101,8 @@ def main() -> None:
 
     local_s, local_runs, local = timed(lambda: collect("local"), args.repeats)
     peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    spark_s, spark_runs, on_spark = timed(lambda: collect("spark"), args.repeats)
-    differ = differing_columns(local, on_spark)
+    if args.save:
+        pq.write_table(local, args.save)
     result: dict[str, Any] = {
         "benchmark": "neighbourhood",
         "run": str(run.root),
@@ -101,16 +111,26 @@ def main() -> None:
         "feature_columns": local.num_columns - 1,
         "local_seconds": local_s,
         "local_runs": local_runs,
-        "spark_seconds": spark_s,
-        "spark_runs": spark_runs,
-        "spark_over_local": round(spark_s / local_s, 2),
         "driver_python_peak_rss_gib_after_local": round(peak_rss_gib, 2),
-        "differing_columns": differ,
         "machine": {"spark_master": settings.spark.master},
     }
+    differ: dict[str, list[str]] = {}
+    if args.expect:
+        differ["expected"] = differing_columns(local, pq.read_table(args.expect))
+        result["differing_columns_from_expected"] = differ["expected"]
+    if not args.local_only:
+        spark_s, spark_runs, on_spark = timed(lambda: collect("spark"), args.repeats)
+        differ["spark"] = differing_columns(local, on_spark)
+        result.update(
+            spark_seconds=spark_s,
+            spark_runs=spark_runs,
+            spark_over_local=round(spark_s / local_s, 2),
+            differing_columns=differ["spark"],
+        )
     write_result(result, args.out)
-    if differ:
-        raise SystemExit(f"the backends differ in {len(differ)} column(s): {differ}")
+    for other, columns in differ.items():
+        if columns:
+            raise SystemExit(f"local and {other} differ in {len(columns)} column(s): {columns}")
 
 
 if __name__ == "__main__":
