@@ -145,7 +145,10 @@ def account_entities(
     entity_id = F.substring(
         F.sha2(F.concat_ws(":", F.lit(hash_key), F.col("entity_type"), F.col("value")), 256), 1, 16
     )
-    return union.select("account_id", "entity_type", entity_id.alias("entity_id")).distinct()
+    # distinct before hashing: SHA-256 runs once per membership, not once per event row (an
+    # account's IP events repeat its addresses). One shuffle either way; distinct values give
+    # distinct ids (a 64-bit id shared by two values of one account is a 2**-64 event)
+    return union.distinct().select("account_id", "entity_type", entity_id.alias("entity_id"))
 
 
 def behaviour_entities(
