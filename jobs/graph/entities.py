@@ -159,13 +159,18 @@ def behaviour_entities(
     In the spirit of SynchroTrap and CopyCatch: an account's activity is the set of its
     (hour, ASN) cells from IP events, its (day, active-hours profile) cells and its
     prompt-structure signatures. Cells that more than ``behaviour_cell_max_accounts`` accounts
-    share (peak hour on a big ISP, office hours) say nothing and are dropped. Spark ML's
-    ``MinHashLSH`` hashes every remaining set (``behaviour_bands * behaviour_rows`` hash
-    functions); ``behaviour_rows`` consecutive hashes form one band, and accounts with the same
-    band value share a ``behaviour`` entity. Two accounts with Jaccard similarity ``j`` share at
-    least one band with probability ``1 - (1 - j**rows)**bands``. A bucket is an entity like a
-    card or a device, so a synchronised group of 25,000 accounts costs 25,000 memberships, not
-    the 312 million pairs an approximate similarity self-join would emit.
+    share (peak hour on a big ISP, office hours) say nothing and are dropped, and accounts left
+    with fewer than ``behaviour_min_cells`` cells get no bucket. Each set is hashed by
+    ``behaviour_bands * behaviour_rows`` MinHash functions, those of Spark ML's ``MinHashLSH``
+    over ``HashingTF`` indices; ``behaviour_rows`` consecutive hashes form one band, and
+    accounts with the same band value share a ``behaviour`` entity. Two accounts with Jaccard
+    similarity ``j`` share at least one band with probability ``1 - (1 - j**rows)**bands``. A
+    bucket is an entity like a card or a device, so a synchronised group of 25,000 accounts
+    costs 25,000 memberships, not the 312 million pairs a similarity self-join would emit.
+
+    A set's MinHash is the minimum of its elements' hashes, so each distinct cell is hashed
+    once (``MinHashLSH`` over a one-cell set) and an account's value is a native ``min`` over
+    its cells: the same buckets as hashing every account's set, without a vector per account.
 
     Args:
         ip_events: accepted IP events (``account_id, event_ts, asn``).
@@ -177,33 +182,15 @@ def behaviour_entities(
     Returns:
         Distinct ``account_id, entity_type, entity_id`` rows (``entity_type = 'behaviour'``).
     """
-    from pyspark.ml.feature import HashingTF, MinHashLSH
-
     require_columns(ip_events, "ip_events", ("account_id", "event_ts", "asn"))
     require_columns(
         api_usage,
         "api_usage",
         ("account_id", "usage_date", "active_hours_mask", "prompt_signature"),
     )
-    sets = activity_sets(ip_events, api_usage, settings)
-    vectors = HashingTF(
-        inputCol="cells", outputCol="features", numFeatures=1 << 20, binary=True
-    ).transform(sets)
-    n_hashes = settings.behaviour_bands * settings.behaviour_rows
-    lsh = MinHashLSH(
-        inputCol="features",
-        outputCol="hashes",
-        numHashTables=n_hashes,
-        seed=settings.behaviour_seed,
-    ).fit(vectors)
-    # one value per hash function, as text; a band is ``behaviour_rows`` consecutive values,
-    # sliced from the account's own row (no regrouping of every account's hashes by band)
-    values = lsh.transform(vectors).select(
-        "account_id",
-        F.transform("hashes", lambda h: vector_to_array(h)[0])
-        .cast("array<string>")
-        .alias("_values"),
-    )
+    values = account_minhashes(activity_cells(ip_events, api_usage), settings)
+    # a band is ``behaviour_rows`` consecutive values, sliced from the account's own row (no
+    # regrouping of every account's hashes by band)
     rows = settings.behaviour_rows
     bands = values.select(
         "account_id",
@@ -230,16 +217,66 @@ def behaviour_entities(
     )
 
 
-def activity_sets(ip_events: DataFrame, api_usage: DataFrame, settings: GraphSettings) -> DataFrame:
-    """Each account's set of activity cells, the cells too many accounts share dropped.
+def account_minhashes(cells: DataFrame, settings: GraphSettings) -> DataFrame:
+    """Each account's MinHash values over its activity cells, as Spark ML's ``MinHashLSH``.
 
-    Cells: (hour, ASN) from IP events, (day, active-hours profile) and prompt signatures from
-    API usage. Accounts with fewer than ``behaviour_min_cells`` cells get no set.
+    Args:
+        cells: ``account_id, cell`` rows (:func:`activity_cells`), duplicates allowed.
+        settings: the ``behaviour_*`` keys.
 
     Returns:
-        ``account_id, cells`` (array of strings).
+        ``account_id, _values``: the ``behaviour_bands * behaviour_rows`` hash values as text,
+        for the accounts with at least ``behaviour_min_cells`` cells that are not popular.
     """
-    cells = (
+    from pyspark.ml.feature import HashingTF, MinHashLSH
+
+    # one group per cell: the accounts that have it (one shuffle, deduplicated map-side), the
+    # popular cells dropped by their count before anything is hashed
+    by_cell = (
+        cells.groupBy("cell")
+        .agg(F.collect_set("account_id").alias("accounts"))
+        .where(F.size("accounts") <= settings.behaviour_cell_max_accounts)
+        .select("accounts", F.array("cell").alias("cells"))
+    )
+    vectors = HashingTF(
+        inputCol="cells", outputCol="features", numFeatures=1 << 20, binary=True
+    ).transform(by_cell)
+    n_hashes = settings.behaviour_bands * settings.behaviour_rows
+    lsh = MinHashLSH(
+        inputCol="features",
+        outputCol="hashes",
+        numHashTables=n_hashes,
+        seed=settings.behaviour_seed,
+    ).fit(vectors)
+    memberships = lsh.transform(vectors).select(
+        F.explode("accounts").alias("account_id"),
+        F.transform("hashes", lambda h: vector_to_array(h)[0]).alias("_hashes"),
+    )
+    # a set's MinHash is the least of its cells' hashes: a native min per hash function
+    return (
+        memberships.groupBy("account_id")
+        .agg(
+            F.count("*").alias("_cells"),
+            *(F.min(F.col("_hashes")[i]).alias(f"_h{i}") for i in range(n_hashes)),
+        )
+        .where(F.col("_cells") >= settings.behaviour_min_cells)
+        .select(
+            "account_id",
+            F.array(*(f"_h{i}" for i in range(n_hashes))).cast("array<string>").alias("_values"),
+        )
+    )
+
+
+def activity_cells(ip_events: DataFrame, api_usage: DataFrame) -> DataFrame:
+    """Each account's activity cells, one row per event (duplicates left to the grouping).
+
+    Cells: (hour, ASN) from IP events, (day, active-hours profile) and prompt signatures from
+    API usage.
+
+    Returns:
+        ``account_id, cell`` (string).
+    """
+    return (
         ip_events.select(
             "account_id",
             F.concat_ws(
@@ -266,17 +303,4 @@ def activity_sets(ip_events: DataFrame, api_usage: DataFrame, settings: GraphSet
             )
         )
         .where(F.col("cell").isNotNull())
-        .distinct()
-    )
-    popular = (
-        cells.groupBy("cell")
-        .count()
-        .where(F.col("count") > settings.behaviour_cell_max_accounts)
-        .select("cell")
-    )
-    return (
-        cells.join(F.broadcast(popular), "cell", "left_anti")
-        .groupBy("account_id")
-        .agg(F.collect_list("cell").alias("cells"))
-        .where(F.size("cells") >= settings.behaviour_min_cells)
     )

@@ -182,6 +182,51 @@ def test_behaviour_buckets_group_synchronised_accounts_only(spark):
         behaviour_entities(ip_events.drop("asn"), usage, settings, "k")
 
 
+def test_account_minhashes_equal_minhashlsh_over_each_whole_set(spark):
+    import random
+
+    from pyspark.ml.feature import HashingTF, MinHashLSH
+    from pyspark.ml.functions import vector_to_array
+
+    from jobs.graph.entities import account_minhashes
+
+    rng = random.Random(3)
+    pool = [f"h|2026-06-01 {h:02d}|{asn}" for h in range(24) for asn in range(6)]
+    pool += [f"p|ps_{i}" for i in range(40)]
+    rows = [(f"a{i}", c) for i in range(80) for c in rng.sample(pool, rng.randint(2, 25))]
+    rows += rows[:50]  # repeated events: a set, not a bag
+    rows += [(f"a{i}", "d|2026-06-01|255") for i in range(80)]  # popular: above the cap
+    cells = spark.createDataFrame(rows, "account_id string, cell string")
+    settings = GraphSettings(
+        behaviour_min_cells=5, behaviour_cell_max_accounts=40, behaviour_bands=4, behaviour_rows=3
+    )
+    got = {r["account_id"]: r["_values"] for r in account_minhashes(cells, settings).collect()}
+    # Spark ML over each account's whole set, the way the buckets were hashed before
+    distinct = cells.distinct()
+    popular = distinct.groupBy("cell").count().where(F.col("count") > 40)
+    sets = (
+        distinct.join(popular, "cell", "left_anti")
+        .groupBy("account_id")
+        .agg(F.collect_list("cell").alias("cells"))
+        .where(F.size("cells") >= 5)
+    )
+    vectors = HashingTF(
+        inputCol="cells", outputCol="features", numFeatures=1 << 20, binary=True
+    ).transform(sets)
+    lsh = MinHashLSH(inputCol="features", outputCol="hashes", numHashTables=12, seed=7).fit(vectors)
+    expected = {
+        r["account_id"]: r["v"]
+        for r in lsh.transform(vectors)
+        .select(
+            "account_id",
+            F.transform("hashes", lambda h: vector_to_array(h)[0]).cast("array<string>").alias("v"),
+        )
+        .collect()
+    }
+    assert 40 < len(expected) < 80  # some accounts fall under the minimum
+    assert got == expected
+
+
 def test_ipv6_addresses_link_by_their_64_and_share_networks_by_64_and_48(spark):
     signups, payments, _, usage = tables(spark)
     events = [  # accepted rows: ingest has normalised every address already
