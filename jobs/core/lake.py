@@ -227,6 +227,26 @@ def persist(df: Any, path: Any) -> Any:
     Under a :func:`jobs.core.timing.part_clock`, the seconds since the stage's last mark go to a
     part named after the folder.
     """
-    df.write.mode("overwrite").parquet(str(path))
-    mark(str(path).rstrip("/").rsplit("/", 1)[-1])  # the write ran the plan: a part of the stage
+    return persist_parts({str(path).rstrip("/").rsplit("/", 1)[-1]: df}, path)
+
+
+def persist_parts(parts: dict[str, Any], path: Any) -> Any:
+    """Write DataFrames of one schema into one Parquet table at ``path``, one job each.
+
+    The first replaces what ``path`` held, the others are appended to it; each write is a part
+    of the stage named by its key (:func:`jobs.core.timing.mark`), so the table's pieces are
+    timed apart. Readers see one table: the rows of every piece.
+
+    Args:
+        parts: part name -> Spark DataFrame, in the order they are written.
+        path: where the table goes.
+
+    Returns:
+        The table read from ``path``.
+    """
+    mode = "overwrite"
+    for name, df in parts.items():
+        df.write.mode(mode).parquet(str(path))
+        mark(name)  # the write ran the plan since the last mark
+        mode = "append"
     return df.sparkSession.read.parquet(str(path))

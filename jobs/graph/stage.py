@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.core.lake import persist
+from jobs.core.lake import persist, persist_parts
 from jobs.core.stage import StageContext
 from jobs.graph.entities import account_entities, behaviour_entities
 from jobs.graph.links import account_links, entity_stats
@@ -26,11 +26,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     entities = account_entities(
         signups, tables["payments"], tables["ip_events"], tables["api_usage"], key
     )
-    if settings.graph.behaviour_entities:
-        entities = entities.unionByName(
-            behaviour_entities(tables["ip_events"], tables["api_usage"], settings.graph, key)
+    parts = {}
+    if settings.graph.behaviour_entities:  # one table, its behaviour buckets timed apart
+        parts["behaviour"] = behaviour_entities(
+            tables["ip_events"], tables["api_usage"], settings.graph, key
         )
-    entities = persist(entities, layout.account_entities)
+    parts["account_entities"] = entities
+    entities = persist_parts(parts, layout.account_entities)
     n_accounts = signups.count()
     stats = persist(entity_stats(entities, settings.graph, n_accounts), layout.entity_stats)
     links = persist(account_links(entities, stats), layout.account_links)

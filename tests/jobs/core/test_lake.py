@@ -4,7 +4,8 @@ These tests cover what runs through pyarrow (markers, reports, ``_world.json``, 
 digest), the IAM policy, and that a session started without ``spark.packages = ["s3a"]`` (the
 shared test session, like ``make demo``'s) turns Spark's refusal into an error naming the table
 and the package. Spark reading and writing ``s3a://`` with hadoop-aws is exercised by a whole
-nightly run in ``tests/flows/test_lake_formats.py``.
+nightly run in ``tests/flows/test_lake_formats.py``. One local test covers a table written in
+timed parts (``persist_parts``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import pytest
 from flows.ledger import StageLedger, input_digest
 from jobs.core.config import LakeSettings, Settings
 from jobs.core.contracts import INPUT_TABLES
-from jobs.core.lake import ObjectPath, lake_location
+from jobs.core.lake import ObjectPath, lake_location, persist_parts
+from jobs.core.timing import part_clock
 from jobs.ingest.validate import InputTableError, read_table
 
 
@@ -116,3 +118,18 @@ def test_lake_iam_policy_reads_tables_writes_runs_and_nothing_else(lake_bucket):
         (tables / "signups" / "part-1.parquet").write_bytes(b"PAR1")
     with pytest.raises(OSError, match="(?i)access.?denied"):
         ObjectPath(job, "lake/other/secret.txt").read_bytes()
+
+
+def test_a_table_written_in_parts_holds_every_part_and_times_each(spark, tmp_path):
+    path = tmp_path / "table"
+    spark.range(5).selectExpr("id", "'old' AS kind").write.parquet(str(path))
+    parts = {
+        "first": spark.range(3).selectExpr("id", "'a' AS kind"),
+        "second": spark.range(10, 14).selectExpr("id", "'b' AS kind"),
+    }
+    with part_clock() as clock:
+        table = persist_parts(parts, path)
+    rows = sorted((r.id, r.kind) for r in table.collect())
+    # what the folder held before is replaced, every part is there once
+    assert rows == [(0, "a"), (1, "a"), (2, "a"), (10, "b"), (11, "b"), (12, "b"), (13, "b")]
+    assert list(clock.finish()) == ["first", "second", "other"]
