@@ -221,7 +221,9 @@ def build_session(
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .config("spark.sql.adaptive.enabled", "true")
-            .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=WARN")
+            # the parallel collector: Spark's batch work wants throughput, not G1's short
+            # pauses; 0.91x and 0.93x of G1's time in two pairs of 1M nightlies, the same list
+            .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=WARN -XX:+UseParallelGC")
         )
     builder = builder.appName(settings.app_name).config(
         "spark.sql.shuffle.partitions", str(settings.shuffle_partitions)

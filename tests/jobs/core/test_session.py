@@ -54,3 +54,9 @@ def test_packages_are_refused_clearly_where_they_cannot_be_added(spark):
         PackageUnavailableError, match=r"graphframes \(io.graphframes:graphframes-spark4_2.13"
     ):
         build_session(settings)
+
+
+def test_a_local_session_runs_its_jvm_on_the_parallel_collector(spark):
+    beans = spark.sparkContext._jvm.java.lang.management.ManagementFactory
+    collectors = {bean.getName() for bean in beans.getGarbageCollectorMXBeans()}
+    assert collectors == {"PS Scavenge", "PS MarkSweep"}  # G1 would name "G1 Young Generation"
