@@ -248,9 +248,12 @@ def account_minhashes(cells: DataFrame, settings: GraphSettings) -> DataFrame:
         numHashTables=n_hashes,
         seed=settings.behaviour_seed,
     ).fit(vectors)
-    memberships = lsh.transform(vectors).select(
-        F.explode("accounts").alias("account_id"),
-        F.transform("hashes", lambda h: vector_to_array(h)[0]).alias("_hashes"),
+    # the vectors become numbers once per cell, before the explode: in one select with it,
+    # Spark would convert them again for every account that has the cell
+    memberships = (
+        lsh.transform(vectors)
+        .select("accounts", F.transform("hashes", lambda h: vector_to_array(h)[0]).alias("_h"))
+        .select(F.explode("accounts").alias("account_id"), F.col("_h").alias("_hashes"))
     )
     # a set's MinHash is the least of its cells' hashes: a native min per hash function
     return (
