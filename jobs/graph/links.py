@@ -117,15 +117,18 @@ def entities_held(members: DataFrame, entities: DataFrame, group: str) -> DataFr
         group: the grouping column (``farm_id``, ``community_id``).
 
     Returns:
-        ``account_id, entity_type, entity_id, <group>``, distinct.
+        ``account_id, entity_type, entity_id, <group>``, distinct, hash-partitioned by
+        ``<group>, entity_type, entity_id`` (a count per group entity needs no other shuffle).
     """
     require_columns(members, "members", ("account_id", group))
     require_columns(entities, "account_entities", ("account_id", "entity_type", "entity_id"))
     # the groups' members (farm candidates: 38,701 accounts at 1M) are broadcast, so the
-    # memberships of every account (25.5M rows) are read where they are, not shuffled
+    # memberships of every account (25.5M rows) are read where they are, not shuffled; the
+    # rows they keep are shuffled once, by group entity, which the distinct also accepts
     return (
         entities.select("account_id", "entity_type", "entity_id")
         .join(F.broadcast(members.select("account_id", group)), "account_id")
+        .repartition(group, "entity_type", "entity_id")
         .distinct()
     )
 
@@ -166,9 +169,18 @@ def farm_shared_entities(communities: DataFrame, entities: DataFrame) -> DataFra
     require_columns(communities, "communities", ("account_id", "farm_id"))
     members = communities.where(F.col("farm_id").isNotNull()).select("account_id", "farm_id")
     held = entities_held(members, entities, "farm_id")
-    entity = ["farm_id", "entity_type", "entity_id"]
-    return held.join(shared_entities(held, "farm_id"), entity).select(
-        "farm_id", "account_id", "entity_type", "entity_id", "members"
+    # a count over each farm entity's rows instead of a join with the counts: the memberships
+    # are read once, and the rows are already partitioned by farm entity
+    by_entity = Window.partitionBy("farm_id", "entity_type", "entity_id")
+    return held.select(
+        "farm_id",
+        "account_id",
+        "entity_type",
+        "entity_id",
+        F.count(F.lit(1)).over(by_entity).alias("members"),
+    ).where(
+        # rows with a null entity matched no count in the join this replaced
+        (F.col("members") >= 2) & F.col("entity_type").isNotNull() & F.col("entity_id").isNotNull()
     )
 
 

@@ -247,3 +247,39 @@ def test_ipv6_addresses_link_by_their_64_and_share_networks_by_64_and_48(spark):
     assert ("r1", "r2") in networks  # the /64 (n1's own /64 is its alone)
     assert ("v4", "v4b") in networks  # the /24
     assert len(networks) == 4
+
+
+def test_farm_entities_are_every_entity_two_members_of_a_farm_hold_once_per_member(spark):
+    from jobs.graph.links import farm_shared_entities
+
+    communities = spark.createDataFrame(
+        [("a1", "f1"), ("a2", "f1"), ("a3", "f1"), ("b1", "f2"), ("b2", "f2"), ("c1", None)],
+        "account_id string, farm_id string",
+    )
+    entities = spark.createDataFrame(
+        [
+            ("a1", "device", "d1"),
+            ("a1", "device", "d1"),  # a repeated row counts its member once
+            ("a2", "device", "d1"),
+            ("a3", "device", "d2"),
+            ("a1", "ip", "i1"),
+            ("a2", "ip", "i1"),
+            ("a3", "ip", "i1"),
+            ("b1", "ip", "i1"),  # the same entity in another farm: counted there alone
+            ("c1", "ip", "i1"),  # no farm
+            ("b1", "card", None),
+            ("b2", "card", None),  # a null entity binds nobody
+        ],
+        "account_id string, entity_type string, entity_id string",
+    )
+    expected = spark.createDataFrame(
+        [
+            ("f1", "a1", "device", "d1", 2),
+            ("f1", "a2", "device", "d1", 2),
+            ("f1", "a1", "ip", "i1", 3),
+            ("f1", "a2", "ip", "i1", 3),
+            ("f1", "a3", "ip", "i1", 3),
+        ],
+        "farm_id string, account_id string, entity_type string, entity_id string, members long",
+    )
+    assertDataFrameEqual(farm_shared_entities(communities, entities), expected)
