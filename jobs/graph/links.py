@@ -57,10 +57,12 @@ def account_links(entities: DataFrame, stats: DataFrame) -> DataFrame:
         (~F.col("is_hub")) & (F.col("degree") >= 2) & F.col("entity_type").isin(*LINK_ENTITY_TYPES)
     ).select("entity_type", "entity_id")
     members = entities.join(linking, ["entity_type", "entity_id"])
-    anchors = members.groupBy("entity_type", "entity_id").agg(F.min("account_id").alias("anchor"))
-    edges = members.join(anchors, ["entity_type", "entity_id"]).where(
-        F.col("account_id") != F.col("anchor")
-    )
+    # each entity's anchor by a window over its members, not a join with their own minimum:
+    # the memberships are read once
+    by_entity = Window.partitionBy("entity_type", "entity_id")
+    edges = members.select(
+        "account_id", "entity_type", F.min("account_id").over(by_entity).alias("anchor")
+    ).where(F.col("account_id") != F.col("anchor"))
     return (
         edges.select(
             F.least("anchor", "account_id").alias("src"),
