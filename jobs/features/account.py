@@ -186,8 +186,11 @@ def _sharing_figures(entities: DataFrame, stats: DataFrame) -> DataFrame:
         "entity_type", "entity_id", "degree", "is_hub"
     )
     degree = F.coalesce(F.col("degree"), F.lit(1))
+    # the joined memberships are shuffled by account before the aggregation: partial sums on
+    # rows in entity order hold every account in every task and gain nothing
     return (
         entities.join(shared, ["entity_type", "entity_id"], "left")
+        .repartition("account_id")
         .groupBy("account_id")
         .agg(
             *[
