@@ -141,7 +141,11 @@ def normalise_ip(value: Column) -> Column:
     """The one text of an IPv4 or IPv6 address (see the module), or null for no address."""
     text = F.regexp_replace(F.lower(F.trim(value)), r"^\[(.*)\]$", "$1")
     return (
-        F.when(text.rlike(IPV4_PATTERN), text)
+        # most feeds write IPv4 already in its one text: one regular expression, not the three
+        # string passes that trim, lower case and unbracket it (the same result, as the pattern
+        # admits no space, letter or bracket)
+        F.when(value.rlike(IPV4_PATTERN), value)
+        .when(text.rlike(IPV4_PATTERN), text)
         .when(text.contains(":"), _let(text, _ipv6_normalised))
         .otherwise(F.lit(None).cast("string"))
     )
