@@ -219,7 +219,10 @@ def _leiden(
     src, dst = codes[:n_edges], codes[n_edges:]
     weights = edges["weight"].to_numpy(dtype=float)
     order = np.lexsort((weights, dst, src))
-    graph = igraph.Graph(n=n_nodes, edges=np.column_stack([src[order], dst[order]]))
+    # add_edges takes the array in a third of the time the constructor's edges argument does,
+    # the same edges in the same order (a few seconds on a component of millions of edges)
+    graph = igraph.Graph(n=n_nodes)
+    graph.add_edges(np.column_stack([src[order], dst[order]]))
     random.seed(seed)  # igraph draws from Python's ``random`` unless told otherwise
     igraph.set_random_number_generator(random)
     membership = np.asarray(
