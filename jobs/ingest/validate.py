@@ -174,8 +174,9 @@ def _reason_checks(
     return checks
 
 
-JUDGED = "_judged"  # accepted / quarantined / outside, per raw row of :func:`judged_rows`
+JUDGED = "_judged"  # accepted / quarantined / outside / copy, per raw row of judged_rows
 _VALUE = "_value_"
+_KEY_HASH = "_key_hash"
 
 
 def validate_table(
@@ -201,17 +202,24 @@ def validate_table(
 
 
 def judged_rows(raw: DataFrame, contract: TableContract, window: RunWindow) -> DataFrame:
-    """Every raw row once, judged: accepted, quarantined (with its reason and JSON) or outside.
+    """Every raw row once, judged: accepted, quarantined, outside or a copy of a natural key.
 
-    The one pass that parses, checks and ranks a table; :func:`split_judged` takes the accepted
-    rows, the quarantined rows and the rows outside the window from it. The ingest stage writes
-    it once and splits the written copy, so the parsing and the duplicate ranking (a sort of
-    every row) run once per table, not once per output.
+    A quarantined row has its reason and JSON; a copy is one of several rows of one key.
+    The one pass that parses and checks a table; :func:`split_judged` takes the accepted rows,
+    the quarantined rows and the rows outside the window from it. The ingest stage writes it
+    once and splits the written copy, so the parsing runs once per output, not once per table.
+
+    Copies are judged on accepted values (two spellings of one instant or one address are one
+    key) among the usable rows inside the window. Which keys may have copies comes from a count
+    per hash of the key (a shuffle of one number per row, no sort); only the usable rows of
+    those hashes are marked ``copy`` and carry their JSON, and :func:`split_judged` ranks them.
+    A hash shared by rows of different keys only sends them to the ranking, which keeps each
+    alone.
 
     Returns:
         ``_value_<column>`` (the accepted value of each contract column), ``reason`` (null when
-        accepted or outside), ``raw`` (the row as stored, as JSON; only for quarantined rows)
-        and ``_judged``.
+        accepted, outside or a copy), ``raw`` (the row as stored, as JSON; only for quarantined
+        rows and copies) and ``_judged``.
 
     Raises:
         ValueError: a required column is missing (the message names the table and column).
@@ -232,26 +240,30 @@ def judged_rows(raw: DataFrame, contract: TableContract, window: RunWindow) -> D
             (ts >= F.lit(window.end))
             | ((ts < F.lit(window.start)) if contract.windowed else F.lit(False))
         )
-    checked = checked.withColumn("_outside", outside)
-    eligible = usable & ~F.col("_outside")
-    raw_json = F.to_json(F.struct(*[F.col(c) for c in contract.column_names]))
-    # copies are judged on accepted values (two spellings of one instant or one address are one
-    # key) among the usable rows inside the window; the copy kept is the one whose JSON sorts
-    # first, and the JSON is built only for keys with copies, since sorting every row by a long
-    # string was most of ingest's cost
-    by_key = Window.partitionBy(eligible, *[values[name] for name in contract.natural_key])
-    ranked = checked.withColumn("_copies", F.count(F.lit(1)).over(by_key)).withColumn(
-        "_rank", F.row_number().over(by_key.orderBy(F.when(F.col("_copies") > 1, raw_json)))
+    eligible = usable & ~outside
+    # which keys may have copies: a count per hash of the key's typed values, IP columns left
+    # out (their one spelling is the costly parse; equal keys still share the hash), over
+    # every row, so this pass needs none of the checks; a row is a copy only if eligible
+    coarse = [typed[n] for n in contract.natural_key if n not in contract.ip_columns]
+    key_hash = F.xxhash64(*coarse) if coarse else F.lit(0).cast("long")
+    copied = (
+        raw.select(key_hash.alias(_KEY_HASH))
+        .groupBy(_KEY_HASH)
+        .count()
+        .where(F.col("count") > 1)
+        .select(_KEY_HASH, F.lit(True).alias("_copied"))
     )
-    reason = F.when(eligible & (F.col("_rank") > 1), F.lit("duplicate")).otherwise(F.col(REASON))
-    judged = ranked.withColumn(REASON, reason)
+    checked = checked.withColumn(_KEY_HASH, key_hash)
+    judged = checked.join(copied, _KEY_HASH, "left")
+    is_copy = eligible & F.col("_copied").isNotNull()
     quarantined = F.col(REASON).isNotNull()
     return judged.select(
         *[values[c.name].alias(_VALUE + c.name) for c in contract.columns],
         REASON,
-        F.when(quarantined, raw_json).alias("raw"),
+        F.when(quarantined | is_copy, F.to_json(F.struct(*contract.column_names))).alias("raw"),
         F.when(quarantined, F.lit("quarantined"))
-        .when(F.col("_outside"), F.lit("outside"))
+        .when(outside, F.lit("outside"))
+        .when(is_copy, F.lit("copy"))
         .otherwise(F.lit("accepted"))
         .alias(JUDGED),
     )
@@ -262,13 +274,27 @@ def split_judged(
 ) -> tuple[DataFrame, DataFrame, DataFrame]:
     """The accepted, quarantined and out-of-window rows of :func:`judged_rows`.
 
-    The three frames are those :func:`validate_table` returns.
+    Of the copies of one natural key, the one whose JSON sorts first is accepted (so a re-run
+    keeps the same copy) and the others are quarantined as ``duplicate``. The three frames are
+    those :func:`validate_table` returns.
     """
-    accepted = judged.where(F.col(JUDGED) == "accepted").select(
-        *[F.col(_VALUE + c.name).alias(c.name) for c in contract.columns]
+    copies = judged.where(F.col(JUDGED) == "copy")
+    by_key = Window.partitionBy(*[F.col(_VALUE + n) for n in contract.natural_key])
+    ranked = copies.withColumn("_rank", F.row_number().over(by_key.orderBy("raw")))
+    kept = F.col("_rank") == 1
+    values = [F.col(_VALUE + c.name).alias(c.name) for c in contract.columns]
+    accepted = (
+        judged.where(F.col(JUDGED) == "accepted")
+        .select(*values)
+        .unionByName(ranked.where(kept).select(*values))
     )
-    quarantined = judged.where(F.col(JUDGED) == "quarantined").select(
-        F.lit(contract.name).alias("table"), F.col(REASON).alias("reason"), "raw"
+    quarantine_columns = [F.lit(contract.name).alias("table"), F.col(REASON).alias("reason"), "raw"]
+    quarantined = (
+        judged.where(F.col(JUDGED) == "quarantined")
+        .select(*quarantine_columns)
+        .unionByName(
+            ranked.where(~kept).withColumn(REASON, F.lit("duplicate")).select(*quarantine_columns)
+        )
     )
     outside = judged.where(F.col(JUDGED) == "outside").select(
         F.col(_VALUE + "account_id").alias("account_id")

@@ -14,6 +14,7 @@ from jobs.core.contracts import (
     ACCEPTED_ENCODINGS,
     API_USAGE,
     INPUT_TABLES,
+    IP_EVENTS,
     LABELS,
     PAYMENTS,
     SIGNUPS,
@@ -185,6 +186,38 @@ def test_absent_optional_columns_are_null_and_named(spark):
     assertDataFrameEqual(accepted, expected)
     assert [f.dataType for f in accepted.schema] == [c.dtype for c in SIGNUPS.columns]
     assert quarantined.count() == 0
+
+
+def test_copies_are_told_by_the_whole_key_and_the_address_in_its_one_spelling(spark):
+    # the search for copies leaves the address out of its hash: rows that differ only in the
+    # address must still all be kept, and two spellings of one address are still one key
+    def event(ip, account="a1", event_type="login", asn="64500"):
+        return (account, "2026-06-01 10:00:00", ip, asn, event_type)
+
+    rows = [
+        event("198.51.100.1"),
+        event("198.51.100.2"),
+        event("2001:DB8::1"),
+        event("2001:db8:0:0::1"),  # the address above, spelled another way: a copy
+        event("198.51.100.1", event_type="payment"),
+        event("198.51.100.1", account="a2"),
+        event("198.51.100.3", asn="AS1"),  # no copy of anything: quarantined for its type
+        event("198.51.100.3"),  # its key-mate above is unusable: this one is kept
+    ]
+    raw = spark.createDataFrame(
+        rows, "account_id string, event_ts string, ip string, asn string, event_type string"
+    )
+    accepted, quarantined, _ = validate_table(raw, IP_EVENTS, WINDOW)
+    kept = sorted((r["account_id"], r["ip"], r["event_type"]) for r in accepted.collect())
+    assert kept == [
+        ("a1", "198.51.100.1", "login"),
+        ("a1", "198.51.100.1", "payment"),
+        ("a1", "198.51.100.2", "login"),
+        ("a1", "198.51.100.3", "login"),
+        ("a1", "2001:db8::1", "login"),
+        ("a2", "198.51.100.1", "login"),
+    ]
+    assert sorted(reason for reason, _ in _reasons(quarantined)) == ["bad_type:asn", "duplicate"]
 
 
 def test_two_spellings_of_one_instant_are_one_key(spark):
