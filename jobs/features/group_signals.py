@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from jobs.core.config import AnomalySettings
@@ -279,14 +279,14 @@ def _exclusive_members(
         entities.where(F.col("entity_type").isin(*EXCLUSIVE_TYPES)), "account_id"
     )
     held = held.join(shared, ["entity_type", "entity_id"])
-    exclusive = (
-        held.groupBy(GROUP, "entity_type", "entity_id")
-        .agg(F.count("*").alias("_k"), F.max("degree").alias("_degree"))
-        .where((F.col("_k") >= 2) & (F.col("_k") >= F.col("_degree") * min_concentration))
-        .select(GROUP, "entity_type", "entity_id")
+    # each group's holders of an entity counted by a window over one shuffle, instead of a join
+    # of the held rows with their own counts, which computed them twice
+    by_entity = Window.partitionBy(GROUP, "entity_type", "entity_id")
+    counted = held.repartition(GROUP, "entity_type", "entity_id").withColumn(
+        "_k", F.count("*").over(by_entity)
     )
     return (
-        held.join(exclusive, [GROUP, "entity_type", "entity_id"])
+        counted.where((F.col("_k") >= 2) & (F.col("_k") >= F.col("degree") * min_concentration))
         .groupBy(GROUP)
         .agg(
             *[
