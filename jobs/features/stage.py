@@ -12,6 +12,7 @@ features task and the tests.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pyspark.sql import functions as F
@@ -49,27 +50,39 @@ def run(ctx: StageContext) -> dict[str, Any]:
     profile = account_profile(
         accounts, tables["api_usage"], tables["signups"], settings.ingest.lookback_days
     )
-    anomaly = group_anomaly(
-        spark,
-        graph["communities"],
-        profile,
-        graph["account_entities"],
-        graph["entity_stats"],
-        settings.anomaly,
-        settings.graph.min_entity_concentration,
-        population=accounts,
-    )
-    anomaly = persist(anomaly, layout.group_anomaly)
-    neighbours = neighbour_aggregates(
-        accounts.select("account_id", *NEIGHBOUR_SOURCE_FEATURES),
-        graph["account_links"],
-        NEIGHBOUR_SOURCE_FEATURES,
-        hops=2,
-        max_degree=settings.graph.neighbour_max_degree,
-        backend=settings.graph.neighbour_backend,
-        local_max_paths=settings.graph.neighbour_local_max_paths,
-    )
-    mark("neighbourhood")  # the local backend computed it above; Spark's runs in "features"
+
+    def anomaly_table():
+        table = group_anomaly(
+            spark,
+            graph["communities"],
+            profile,
+            graph["account_entities"],
+            graph["entity_stats"],
+            settings.anomaly,
+            settings.graph.min_entity_concentration,
+            population=accounts,
+        )
+        return persist(table, layout.group_anomaly)
+
+    # The group anomaly is Spark work on both cores; the local neighbourhood backend is mostly
+    # sparse products on the driver, on one core. Neither reads the other's output, so the
+    # anomaly runs in a second thread while the driver computes the neighbourhoods. A failure on
+    # either side fails the stage once the other side is done (leaving the pool waits for it).
+    # The thread has no part clock: both are timed as one part.
+    with ThreadPoolExecutor(1, thread_name_prefix="group-anomaly") as pool:
+        pending = pool.submit(anomaly_table)
+        neighbours = neighbour_aggregates(
+            accounts.select("account_id", *NEIGHBOUR_SOURCE_FEATURES),
+            graph["account_links"],
+            NEIGHBOUR_SOURCE_FEATURES,
+            hops=2,
+            max_degree=settings.graph.neighbour_max_degree,
+            backend=settings.graph.neighbour_backend,
+            local_max_paths=settings.graph.neighbour_local_max_paths,
+        )
+        anomaly = pending.result()
+    # the local backend computed the neighbourhoods above; Spark's run in "features"
+    mark("group_anomaly_and_neighbourhood")
     known_bad = known_bad_members(graph["communities"], tables["labels"], ctx.window_end)
     features = feature_table(accounts, graph["communities"], anomaly, neighbours, known_bad)
     features = persist(features, layout.features)
