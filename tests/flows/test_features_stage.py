@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def rerun(spark, small_world, tmp_path):
-    """A stage context over a copy of the small world's run folder, and that folder's layout."""
+    """A features-stage context over a copy of the small world's run folder."""
     day = small_world.summary["run_date"]
     shutil.copytree(small_world.home / "runs" / f"dt={day}", tmp_path / "runs" / f"dt={day}")
     settings = load_settings(lake={"home": str(tmp_path)})
