@@ -302,6 +302,13 @@ class BanSettings(_Section):
         le=1,
         description="Account-model score (the account's own features alone) that is own evidence.",
     )
+    min_farm_bans: int = Field(
+        default=5,
+        ge=1,
+        description="Ban a farm candidate's members only when at least this many of them reach "
+        "the ban band with own evidence; fewer go to review (a household sharing a card is not "
+        "a farm); 1 turns it off.",
+    )
     anomaly_review_families: int = Field(
         default=4,
         ge=0,

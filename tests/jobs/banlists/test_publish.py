@@ -44,7 +44,8 @@ def test_score_bands_to_actions(spark):
         "account_id string, farm_id string, score double, own_evidence boolean, "
         "reasons array<string>",
     )
-    got = assign_actions(scores, BanSettings()).orderBy("account_id")
+    one = BanSettings(min_farm_bans=1)  # the bands alone (a farm's floor: the next test)
+    got = assign_actions(scores, one).orderBy("account_id")
     assert [(r["account_id"], r["action"]) for r in got.collect()] == [
         ("a", "ban"),
         ("b", "review"),
@@ -52,7 +53,7 @@ def test_score_bands_to_actions(spark):
         ("d", "watch"),
         ("f", "review"),
     ]
-    lenient = assign_actions(scores, BanSettings(ban_needs_own_evidence=False))
+    lenient = assign_actions(scores, BanSettings(ban_needs_own_evidence=False, min_farm_bans=1))
     assert {r["account_id"] for r in lenient.where("action = 'ban'").collect()} == {"a", "f"}
     with pytest.raises(ValueError, match="own_evidence"):
         assign_actions(scores.drop("own_evidence"), BanSettings())
@@ -60,6 +61,36 @@ def test_score_bands_to_actions(spark):
         assign_actions(scores, BanSettings(ban_threshold=0.5, review_threshold=0.6))
     with pytest.raises(ValueError, match="farm_id"):
         assign_actions(scores.drop("farm_id"), BanSettings())
+
+
+def test_a_farm_is_banned_as_a_group_or_its_few_sure_members_go_to_review(spark):
+    rows = [(f"f{i}", "farm_big", 0.97, True, ["own"]) for i in range(5)]
+    rows += [(f"h{i}", "farm_home", 0.99, True, ["shares a card"]) for i in range(3)]
+    rows += [("h3", "farm_home", 0.99, False, ["no own"]), ("h4", "farm_home", 0.5, True, [])]
+    scores = spark.createDataFrame(
+        rows,
+        "account_id string, farm_id string, score double, own_evidence boolean, "
+        "reasons array<string>",
+    )
+    got = {r["account_id"]: r for r in assign_actions(scores, BanSettings()).collect()}
+    assert {a for a, r in got.items() if r["action"] == "ban"} == {f"f{i}" for i in range(5)}
+    assert {a: got[a]["action"] for a in ("h0", "h1", "h2", "h3")} == dict.fromkeys(
+        ("h0", "h1", "h2", "h3"), "review"
+    )
+    assert got["h0"]["reasons"] == [
+        "only 3 of its farm candidate's accounts reach the ban band with evidence of their own; "
+        "a farm ban needs 5",
+        "shares a card",
+    ]
+    assert got["h3"]["reasons"] == ["no own"]  # held back by the own-evidence rule already
+    assert got["f0"]["reasons"] == ["own"]
+    six = assign_actions(scores, BanSettings(min_farm_bans=6))
+    assert six.where("action = 'ban'").count() == 0
+    off = assign_actions(scores, BanSettings(min_farm_bans=1))
+    assert {r["account_id"] for r in off.where("action = 'ban'").collect()} == {
+        *(f"f{i}" for i in range(5)),
+        *(f"h{i}" for i in range(3)),
+    }
 
 
 def test_first_night_a_strongly_anomalous_group_goes_to_review_never_to_ban(spark):
