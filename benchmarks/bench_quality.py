@@ -18,7 +18,9 @@ every operator's banned share, the training's cross-validation figures and the l
 feature's share of gain. Bars (issue 16) are checked per cell; the summary says which cells
 fail. Writes one JSON per cell under ``--out``, and ``quality-<size>.json`` with
 ``quality-<size>.png`` (recall and false bans per cell), rebuilt from every cell of that size
-under ``--out`` (so several invocations add up).
+under ``--out`` (so several invocations add up). ``--remeasure`` reads the lists already
+published in ``--work`` again and rewrites their cells' measurements (nothing is run), for a
+measurement added after the cells ran.
 
     .venv/bin/python benchmarks/bench_quality.py --size 20000 --seeds 1-8
     .venv/bin/python benchmarks/bench_quality.py --size 200000 --seeds 1-3
@@ -92,7 +94,9 @@ def measure(home: Path, bucket: Path, summary: dict[str, Any]) -> dict[str, Any]
     latest = json.loads((bucket / "banlists" / "latest.json").read_text())
     listed = pd.read_parquet(bucket / latest["prefix"] / "banlist.parquet")
     truth = pd.read_parquet(home / "lake" / "ground_truth")
-    joined = truth.merge(listed[["account_id", "action"]], on="account_id", how="left")
+    listed["held"] = listed["reasons"].map(_held_by_farm_floor)
+    joined = truth.merge(listed[["account_id", "action", "held"]], on="account_id", how="left")
+    held = joined["held"].eq(True)  # accounts not listed have no row: not held
     banned = joined["action"] == "ban"
     review = joined["action"] == "review"
     farm, campaign = joined["is_farm"], joined["is_campaign"]
@@ -120,11 +124,21 @@ def measure(home: Path, bucket: Path, summary: dict[str, Any]) -> dict[str, Any]
         },
         "legit_in_review": int((review & legit).sum()),
         "legit_review_segments": joined[review & legit]["segment"].value_counts().to_dict(),
+        # sent to review by bans.min_farm_bans: too few sure members of their farm candidate
+        "held_by_farm_floor": {
+            "farm": int((held & farm).sum()),
+            "legit": int((held & legit).sum()),
+        },
         "operators_banned": banned_share,
         "operators_banned_or_review": by_operator(banned | review),
         "stage_seconds": {k: round(v, 1) for k, v in summary.get("stage_seconds", {}).items()},
         **_twins(banned_share),
     }
+
+
+def _held_by_farm_floor(reasons: Any) -> bool:
+    """Whether a listed row's reasons are led by the farm floor's (``bans.min_farm_bans``)."""
+    return reasons is not None and len(reasons) > 0 and "a farm ban needs" in str(reasons[0])
 
 
 def _twins(banned_share: dict[str, float]) -> dict[str, float]:
@@ -183,11 +197,16 @@ def main() -> None:
     )
     parser.add_argument("--work", default="var/bench-quality")
     parser.add_argument("--out", default="benchmarks/results/quality")
+    parser.add_argument("--remeasure", action="store_true")
     args = parser.parse_args()
 
     work = Path(args.work).resolve()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.remeasure:
+        remeasure(work, out, args)
+        summarise(out, args.size)
+        return
     from flows.runtime import configure_prefect_env, settings_for, spark_for
 
     os.environ["FARMWATCH_LAKE__HOME"] = str(work / "_prefect")
@@ -247,6 +266,24 @@ def main() -> None:
                     flush=True,
                 )
     summarise(out, args.size)
+
+
+def remeasure(work: Path, out: Path, args: argparse.Namespace) -> None:
+    """Measure the cells' published lists again; cells whose list or JSON is gone are skipped."""
+    for seed in seeds_of(args.seeds):
+        for scenario in args.scenarios.split(","):
+            home = world_home(work, scenario, args.size, seed)
+            for kind in args.kinds.split(","):
+                path = out / f"{args.size}-{scenario}-{kind}-s{seed}.json"
+                bucket = home / f"bucket-{kind}"
+                if not path.is_file() or not (bucket / "banlists" / "latest.json").is_file():
+                    print(f"{path.stem}: skipped (no cell JSON or no published list)")
+                    continue
+                result = json.loads(path.read_text())
+                result.update(measure(home, bucket, result))
+                result["bars_missed"] = check_bars(scenario, result)
+                path.write_text(json.dumps(result, indent=2, default=str))
+                print(f"{path.stem}: held by the farm floor {result['held_by_farm_floor']}")
 
 
 def summarise(out: Path, size: int) -> None:
