@@ -23,13 +23,15 @@ lint: install
 
 install: $(STAMP)
 
+# pip installs only uv (pinned too), which installs the set: the same packages in a third of
+# pip's time (docs/performance.md). uv reads PyPI or UV_INDEX_URL, not pip's configuration.
 # The optional JVM packages (jobs/core/session.py JVM_PACKAGES) are fetched once into Spark's Ivy
 # cache (~/.ivy2.5.2); one that cannot be fetched is reported and the install still succeeds.
 $(STAMP): pyproject.toml constraints.txt jobs/core/session.py
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "farmwatch needs Python 3.11 (set PYTHON=/path/to/python3.11)"'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e '.[test]'
 	$(BIN)/python -m jobs.core.session fetch
 	@touch $(STAMP)
 
