@@ -1,4 +1,4 @@
-"""Ban-list actions: scores -> actions -> allowlist -> the evidence that binds each farm.
+"""Ban-list actions: scores -> actions -> allowlist -> farm floor -> the evidence binding a farm.
 
 In: the ``scores`` table of a run, the run's ``group_anomaly`` table, the accepted ``signups``
 (for the email domains of the allowlist), the graph's ``communities`` and ``account_entities``
@@ -14,7 +14,7 @@ import hashlib
 from pathlib import Path
 
 import pandas as pd
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobs.core.config import BanSettings
@@ -34,10 +34,8 @@ def assign_actions(
     go to human review. With ``bans.ban_needs_own_evidence``, neither is an account without
     evidence of its own (``own_evidence`` false: its account score, what its own features say
     without its group, is under ``bans.own_evidence_min_score``): a household caught in a
-    farm's community goes to a person, not to the ban list. A farm is banned as a group: when
-    fewer than ``bans.min_farm_bans`` members of a farm candidate reach the ban band with own
-    evidence, those members go to review with a reason saying so (three relatives sharing one
-    card inside a larger community are not a farm, however sure the model is of each).
+    farm's community goes to a person, not to the ban list. (A farm is banned as a group: see
+    :func:`hold_small_farms`, applied after the allowlist.)
 
     The first-night path: with ``anomaly`` (the ``group_anomaly`` table of
     :mod:`jobs.features.anomaly`), every member of a farm candidate that is unlike random groups of
@@ -79,39 +77,49 @@ def assign_actions(
                 F.array_distinct(F.concat(F.array(note), F.col("_evidence"), F.col("reasons"))),
             ).otherwise(F.col("reasons")),
         )
-    if bans.min_farm_bans > 1:
-        scores, bannable = _farm_ban_floor(scores, (score >= bans.ban_threshold) & bannable, bans)
     action = (
         F.when((score >= bans.ban_threshold) & bannable, "ban")
         .when((score >= bans.review_threshold) | first_night, "review")
         .when(score >= bans.watch_threshold, "watch")
     )
     listed = scores.withColumn("action", action).where(F.col("action").isNotNull())
-    return listed.drop("_families", "_evidence", "_farm_bans")
+    return listed.drop("_families", "_evidence")
 
 
-def _farm_ban_floor(
-    scores: DataFrame, meets: Column, bans: BanSettings
-) -> tuple[DataFrame, Column]:
-    """Hold back the bans of farm candidates with fewer than ``bans.min_farm_bans`` of them.
+def hold_small_farms(listed: DataFrame, bans: BanSettings) -> DataFrame:
+    """A farm is banned as a group: send the bans of a farm with too few of them to review.
 
-    Returns the scores with ``_farm_bans`` (members of the row's farm that meet the ban bar)
-    and the reasons of held-back rows led by why, and the new bannable condition.
+    When fewer than ``bans.min_farm_bans`` members of a farm candidate are banned, they go to
+    ``review`` instead, their reasons led by why (three relatives sharing one card inside a
+    larger community are not a farm, however sure the model is of each). Applied to the rows
+    the allowlist kept, so an allowlisted member does not count towards its farm's bans.
+
+    Args:
+        listed: rows with ``farm_id``, ``action`` and ``reasons`` (from :func:`assign_actions`,
+            after :func:`apply_allowlist`).
+        bans: ``min_farm_bans`` (1 returns ``listed`` as it is).
     """
-    counts = scores.where(meets).groupBy("farm_id").agg(F.count(F.lit(1)).alias("_farm_bans"))
-    scores = scores.join(F.broadcast(counts), "farm_id", "left")
-    held = meets & (F.col("_farm_bans") < bans.min_farm_bans)
+    require_columns(listed, "listed", ("farm_id", "action", "reasons"))
+    if bans.min_farm_bans <= 1:
+        return listed
+    banned = F.col("action") == "ban"
+    counts = listed.where(banned).groupBy("farm_id").agg(F.count(F.lit(1)).alias("_farm_bans"))
+    held = banned & (F.col("_farm_bans") < bans.min_farm_bans)
     note = F.format_string(
-        "only %d of its farm candidate's accounts reach the ban band with evidence of their own; "
-        "a farm ban needs %d",
+        "only %d of its farm candidate's accounts qualify for a ban (ban band, own evidence, not "
+        "allowlisted); a farm ban needs %d",
         F.col("_farm_bans").cast("int"),
         F.lit(bans.min_farm_bans),
     )
-    scores = scores.withColumn(
-        "reasons",
-        F.when(held, F.concat(F.array(note), F.col("reasons"))).otherwise(F.col("reasons")),
+    changed = {
+        "reasons": F.when(held, F.concat(F.array(note), F.col("reasons"))).otherwise(
+            F.col("reasons")
+        ),
+        "action": F.when(held, F.lit("review")).otherwise(F.col("action")),
+    }
+    return listed.join(F.broadcast(counts), "farm_id", "left").select(
+        *[changed[c].alias(c) if c in changed else F.col(c) for c in listed.columns]
     )
-    return scores, meets & ~held
 
 
 def allowlist_digest(path: Path) -> str:

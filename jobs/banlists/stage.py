@@ -1,4 +1,4 @@
-"""The publish stage: scores -> actions -> allowlist -> evidence -> a guarded, verified list.
+"""The publish stage: scores -> actions -> allowlist -> farm floor -> evidence -> a verified list.
 
 In: a :class:`jobs.core.stage.StageContext` (the run's ``scores``, ``group_anomaly``,
 communities and entities; the champion's version; the ingest stage's counts in
@@ -24,6 +24,7 @@ from jobs.banlists.actions import (
     apply_allowlist,
     assign_actions,
     attach_evidence,
+    hold_small_farms,
     load_allowlist,
 )
 from jobs.banlists.decisions import decisions_folder
@@ -55,6 +56,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         rules = load_allowlist(spark, settings.bans.allowlist)
         listed, allowlisted_rows = apply_allowlist(listed, signups, rules)
         allowlisted = allowlisted_rows.toPandas()
+    listed = hold_small_farms(listed, settings.bans)
     graph = load_graph(spark, layout)
     listed, farm_entities = attach_evidence(
         listed, load_farm_entities(spark, layout), settings.graph.binding_entities

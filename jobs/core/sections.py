@@ -305,9 +305,9 @@ class BanSettings(_Section):
     min_farm_bans: int = Field(
         default=5,
         ge=1,
-        description="Ban a farm candidate's members only when at least this many of them reach "
-        "the ban band with own evidence; fewer go to review (a household sharing a card is not "
-        "a farm); 1 turns it off.",
+        description="Ban a farm candidate's members only when at least this many of them "
+        "qualify (ban band, own evidence, not allowlisted); fewer go to review (a household "
+        "sharing a card is not a farm); 1 turns it off.",
     )
     anomaly_review_families: int = Field(
         default=4,

@@ -2,12 +2,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import pandas as pd
 import pytest
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from jobs.banlists.actions import apply_allowlist, assign_actions, attach_evidence, load_allowlist
+from jobs.banlists.actions import (
+    apply_allowlist,
+    assign_actions,
+    attach_evidence,
+    hold_small_farms,
+    load_allowlist,
+)
 from jobs.banlists.publish import RunContext, diff_lists, publish
 from jobs.banlists.runs import list_runs, read_latest
 from jobs.core.config import BanSettings
@@ -44,8 +52,7 @@ def test_score_bands_to_actions(spark):
         "account_id string, farm_id string, score double, own_evidence boolean, "
         "reasons array<string>",
     )
-    one = BanSettings(min_farm_bans=1)  # the bands alone (a farm's floor: the next test)
-    got = assign_actions(scores, one).orderBy("account_id")
+    got = assign_actions(scores, BanSettings()).orderBy("account_id")
     assert [(r["account_id"], r["action"]) for r in got.collect()] == [
         ("a", "ban"),
         ("b", "review"),
@@ -53,7 +60,7 @@ def test_score_bands_to_actions(spark):
         ("d", "watch"),
         ("f", "review"),
     ]
-    lenient = assign_actions(scores, BanSettings(ban_needs_own_evidence=False, min_farm_bans=1))
+    lenient = assign_actions(scores, BanSettings(ban_needs_own_evidence=False))
     assert {r["account_id"] for r in lenient.where("action = 'ban'").collect()} == {"a", "f"}
     with pytest.raises(ValueError, match="own_evidence"):
         assign_actions(scores.drop("own_evidence"), BanSettings())
@@ -72,25 +79,44 @@ def test_a_farm_is_banned_as_a_group_or_its_few_sure_members_go_to_review(spark)
         "account_id string, farm_id string, score double, own_evidence boolean, "
         "reasons array<string>",
     )
-    got = {r["account_id"]: r for r in assign_actions(scores, BanSettings()).collect()}
+
+    def actions(bans: BanSettings, allowlisted: tuple[str, ...] = ()) -> dict[str, Any]:
+        listed = assign_actions(scores, bans)
+        signups = listed.select(
+            "account_id", F.concat("account_id", F.lit("@x.org")).alias("email")
+        )
+        rules = spark.createDataFrame(
+            [("account", a, "") for a in allowlisted] or [("account", "none", "")],
+            "kind string, value string, note string",
+        )
+        kept, _ = apply_allowlist(listed, signups, rules)
+        held = hold_small_farms(kept, bans)
+        assert held.columns == kept.columns
+        return {r["account_id"]: r for r in held.collect()}
+
+    got = actions(BanSettings())
     assert {a for a, r in got.items() if r["action"] == "ban"} == {f"f{i}" for i in range(5)}
     assert {a: got[a]["action"] for a in ("h0", "h1", "h2", "h3")} == dict.fromkeys(
         ("h0", "h1", "h2", "h3"), "review"
     )
     assert got["h0"]["reasons"] == [
-        "only 3 of its farm candidate's accounts reach the ban band with evidence of their own; "
-        "a farm ban needs 5",
+        "only 3 of its farm candidate's accounts qualify for a ban (ban band, own evidence, not "
+        "allowlisted); a farm ban needs 5",
         "shares a card",
     ]
     assert got["h3"]["reasons"] == ["no own"]  # held back by the own-evidence rule already
     assert got["f0"]["reasons"] == ["own"]
-    six = assign_actions(scores, BanSettings(min_farm_bans=6))
-    assert six.where("action = 'ban'").count() == 0
-    off = assign_actions(scores, BanSettings(min_farm_bans=1))
-    assert {r["account_id"] for r in off.where("action = 'ban'").collect()} == {
+    assert not [a for a, r in actions(BanSettings(min_farm_bans=6)).items() if r["action"] == "ban"]
+    off = actions(BanSettings(min_farm_bans=1))
+    assert {a for a, r in off.items() if r["action"] == "ban"} == {
         *(f"f{i}" for i in range(5)),
         *(f"h{i}" for i in range(3)),
     }
+    # an allowlisted member does not count towards its farm's bans: the other four go to review
+    kept = actions(BanSettings(), allowlisted=("f0",))
+    assert "f0" not in kept
+    assert {kept[f"f{i}"]["action"] for i in range(1, 5)} == {"review"}
+    assert kept["f1"]["reasons"][0].startswith("only 4 of its farm candidate's accounts")
 
 
 def test_first_night_a_strongly_anomalous_group_goes_to_review_never_to_ban(spark):
