@@ -20,7 +20,9 @@ fail. Writes one JSON per cell under ``--out``, and ``quality-<size>.json`` with
 ``quality-<size>.png`` (recall and false bans per cell), rebuilt from every cell of that size
 under ``--out`` (so several invocations add up). ``--remeasure`` reads the lists already
 published in ``--work`` again and rewrites their cells' measurements (nothing is run), for a
-measurement added after the cells ran.
+measurement added after the cells ran. ``--set bans.own_evidence_min_score=0.4`` (repeatable)
+runs every flow of the invocation with that setting changed, for trying a setting over the
+matrix; give such a run its own ``--out`` and ``--work``.
 
     .venv/bin/python benchmarks/bench_quality.py --size 20000 --seeds 1-8
     .venv/bin/python benchmarks/bench_quality.py --size 200000 --seeds 1-3
@@ -78,12 +80,15 @@ def ensure_world(spark: Any, home: Path, scenario: str, size: int, seed: int) ->
     return time.perf_counter() - start
 
 
+OVERRIDES: dict[str, str] = {}  # --set section.key=value, as section__key
+
+
 def use(home: Path, **settings: str) -> None:
     """Point farmwatch's settings (read from the environment by every flow) at one cell."""
     for key in [k for k in os.environ if k.startswith("FARMWATCH_")]:
         del os.environ[key]
     os.environ["FARMWATCH_LAKE__HOME"] = str(home)
-    for key, value in settings.items():
+    for key, value in {**OVERRIDES, **settings}.items():
         os.environ[f"FARMWATCH_{key.upper()}"] = value
 
 
@@ -198,7 +203,13 @@ def main() -> None:
     parser.add_argument("--work", default="var/bench-quality")
     parser.add_argument("--out", default="benchmarks/results/quality")
     parser.add_argument("--remeasure", action="store_true")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args()
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            parser.error(f"--set takes section.key=value, got {item!r}")
+        OVERRIDES[key.replace(".", "__")] = value
 
     work = Path(args.work).resolve()
     out = Path(args.out)
@@ -247,6 +258,7 @@ def main() -> None:
                     "kind": kind,
                     "seed": seed,
                     "trained_on": "mixed-operators" if kind == "unseen" else scenario,
+                    "settings_changed": dict(s.split("=", 1) for s in args.set),
                     "training": {
                         "metrics": trained["metrics"],
                         "cross_validation": trained.get("training", {}),
