@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -143,7 +144,10 @@ def measure(home: Path, bucket: Path, summary: dict[str, Any]) -> dict[str, Any]
 
 def _held_by_farm_floor(reasons: Any) -> bool:
     """Whether a listed row's reasons are led by the farm floor's (``bans.min_farm_bans``)."""
-    return reasons is not None and len(reasons) > 0 and "a farm ban needs" in str(reasons[0])
+    from jobs.banlists.actions import FARM_FLOOR_REASON
+
+    floor = re.escape(FARM_FLOOR_REASON).replace("%d", r"\d+")
+    return reasons is not None and len(reasons) > 0 and re.fullmatch(floor, reasons[0]) is not None
 
 
 def _twins(banned_share: dict[str, float]) -> dict[str, float]:
@@ -205,11 +209,13 @@ def main() -> None:
     parser.add_argument("--remeasure", action="store_true")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args()
+    changed: dict[str, str] = {}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or "." not in key:
             parser.error(f"--set takes section.key=value, got {item!r}")
-        OVERRIDES[key.replace(".", "__")] = value
+        changed[key] = value
+    OVERRIDES.update({key.replace(".", "__"): value for key, value in changed.items()})
 
     work = Path(args.work).resolve()
     out = Path(args.out)
@@ -258,7 +264,7 @@ def main() -> None:
                     "kind": kind,
                     "seed": seed,
                     "trained_on": "mixed-operators" if kind == "unseen" else scenario,
-                    "settings_changed": dict(s.split("=", 1) for s in args.set),
+                    "settings_changed": changed,
                     "training": {
                         "metrics": trained["metrics"],
                         "cross_validation": trained.get("training", {}),

@@ -22,6 +22,11 @@ from jobs.core.validation import require_columns
 from jobs.graph.links import top_binding_entities
 
 ACTIONS = ("ban", "review", "watch")
+# the reason that leads a held-back ban (:func:`hold_small_farms`): accounts counted, then the floor
+FARM_FLOOR_REASON = (
+    "only %d of its farm candidate's accounts qualify for a ban (ban band, own evidence, not "
+    "allowlisted); a farm ban needs %d"
+)
 ALLOWLIST_KINDS = ("account", "email_domain")
 
 
@@ -106,8 +111,7 @@ def hold_small_farms(listed: DataFrame, bans: BanSettings) -> DataFrame:
     counts = listed.where(banned).groupBy("farm_id").agg(F.count(F.lit(1)).alias("_farm_bans"))
     held = banned & (F.col("_farm_bans") < bans.min_farm_bans)
     note = F.format_string(
-        "only %d of its farm candidate's accounts qualify for a ban (ban band, own evidence, not "
-        "allowlisted); a farm ban needs %d",
+        FARM_FLOOR_REASON,
         F.col("_farm_bans").cast("int"),
         F.lit(bans.min_farm_bans),
     )
