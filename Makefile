@@ -23,8 +23,8 @@ lint: install
 
 install: $(STAMP)
 
-# pip installs only uv (pinned too), which installs the set: the same packages in a third of
-# pip's time (docs/performance.md). uv reads PyPI or UV_INDEX_URL, not pip's configuration.
+# pip installs only uv (pinned too), which installs the set: the same packages, faster
+# (docs/performance.md). uv reads PyPI or UV_INDEX_URL, not pip's configuration.
 # The optional JVM packages (jobs/core/session.py JVM_PACKAGES) are fetched once into Spark's Ivy
 # cache (~/.ivy2.5.2); one that cannot be fetched is reported and the install still succeeds.
 $(STAMP): pyproject.toml constraints.txt jobs/core/session.py
