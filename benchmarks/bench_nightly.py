@@ -14,9 +14,15 @@ the same world, key and model (into a fresh bucket), so ``--expect`` checks the 
 to the nightly only. The nightly is then the process's first Spark work, so its first stage
 also pays the JVM's warm-up, which a run after training does not.
 
+``--core-use`` also writes Spark's event log for the nightly and records, for every stage and
+part, the seconds of Spark tasks inside it and the core seconds without one (idle cores, or
+the driver's own work): whether a part is short of work or of parallelism
+(``benchmarks/core_use.py``). Local masters only.
+
     .venv/bin/python benchmarks/bench_nightly.py --accounts 1000000
     .venv/bin/python benchmarks/bench_nightly.py --home /tmp/fw1m --out base.json
     .venv/bin/python benchmarks/bench_nightly.py --home /tmp/fw1m --expect base.json
+    .venv/bin/python benchmarks/bench_nightly.py --home /tmp/fw1m --core-use
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import time
 from pathlib import Path
 
 from benchkit import bench_home, write_result
+from core_use import core_use, core_use_table, event_log_conf, local_cores, task_spans
 
 
 def main() -> None:
@@ -43,6 +50,11 @@ def main() -> None:
         help="an earlier result JSON, or a published banlist.parquet, whose list must be equal",
     )
     parser.add_argument("--home", help="keep the home here; reuse its world and model if present")
+    parser.add_argument(
+        "--core-use",
+        action="store_true",
+        help="log Spark's tasks and record each part's task seconds and idle core seconds",
+    )
     args = parser.parse_args()
 
     home = bench_home("nightly", args.lake, args.home)
@@ -53,9 +65,17 @@ def main() -> None:
         # it again would skip the list's files and the report this benchmark measures
         bucket = tempfile.mkdtemp(prefix="bucket-", dir=home)
         os.environ["FARMWATCH_PUBLISH__TARGET"] = bucket
+    event_log = None
+    if args.core_use:  # before the settings are read: the Spark settings come from the env
+        event_log = Path(tempfile.mkdtemp(prefix="eventlog-", dir=home))
+        conf = json.loads(os.environ.get("FARMWATCH_SPARK__CONF") or "{}")
+        os.environ["FARMWATCH_SPARK__CONF"] = json.dumps({**conf, **event_log_conf(event_log)})
     from flows.runtime import configure_prefect_env, settings_for, spark_for
 
     settings = settings_for(None)
+    cores = local_cores(settings.spark.master)
+    if args.core_use and (cores is None or settings.spark.remote):
+        parser.error(f"--core-use needs a local master, not {settings.spark.master}")
     configure_prefect_env(settings)
     from flows.nightly import nightly_flow
     from flows.training import training_flow
@@ -111,8 +131,14 @@ def main() -> None:
         else:
             expected = json.loads(expect.read_text())["banlist_sha256"]
         result["same_banlist_as_expected"] = expected == result["banlist_sha256"]
+    if event_log is not None:
+        spark_for(settings).stop()  # the event log is complete once the session stops
+        use = core_use(task_spans(event_log), summary["part_spans"], cores)
+        result["nightly_core_use"] = use
     write_result(result, args.out)
     print(part_table(result["nightly_stage_seconds"], result["nightly_part_seconds"]))
+    if event_log is not None:
+        print(core_use_table(result["nightly_core_use"]))
 
 
 def part_table(stages: dict[str, float], parts: dict[str, dict[str, float]]) -> str:

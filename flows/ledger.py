@@ -107,6 +107,7 @@ class StageLedger:
         self.resume = resume
         self.seconds: dict[str, float] = {}
         self.parts: dict[str, dict[str, float]] = {}  # stage -> part -> seconds (ran stages)
+        self.spans: dict[str, list[tuple[str, float, float]]] = {}  # stage -> parts' epoch spans
         self.skipped: list[str] = []
 
     def run(self, name: str, fn: Callable[..., Any], *args: Any, depends_on: str = "") -> Any:
@@ -134,6 +135,7 @@ class StageLedger:
             result = fn(*args)
         self.seconds[name] = time.perf_counter() - start
         self.parts[name] = clock.finish()
+        self.spans[name] = clock.spans
         self.folder.mkdir(parents=True, exist_ok=True)
         record = {
             "key": self.key,

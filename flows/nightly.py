@@ -229,6 +229,7 @@ def nightly_flow(
             "seconds": ledger.seconds,
             "skipped": ledger.skipped,
             "parts": ledger.parts,
+            "spans": ledger.spans,
         }
         summary = report_task(settings, day, version, earlier)
     summary.update(ingest=earlier["ingest"])

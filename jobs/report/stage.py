@@ -39,6 +39,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "components_backend": communities["components_backend"],
         "stage_seconds": earlier.get("ledger", {}).get("seconds", {}),
         "part_seconds": earlier.get("ledger", {}).get("parts", {}),
+        "part_spans": earlier.get("ledger", {}).get("spans", {}),
         "resumed_stages": earlier.get("ledger", {}).get("skipped", []),
         "report_path": str(layout.report),
     }

@@ -79,10 +79,16 @@ def test_the_ledger_records_the_parts_a_stage_marked(tmp_path):
     assert sum(parts.values()) == pytest.approx(ledger.seconds["graph"], abs=0.02)
     marker = json.loads((tmp_path / "_stages" / "graph.json").read_text())
     assert marker["part_seconds"] == parts
+    # each part's span on the wall clock, back to back, as long as its seconds
+    spans = ledger.spans["graph"]
+    assert [name for name, _, _ in spans] == ["entities", "links", "other"]
+    assert all(a[2] == b[1] for a, b in zip(spans, spans[1:], strict=False))
+    for name, start, end in spans:
+        assert end - start == pytest.approx(parts[name], abs=0.01)
     mark("outside")  # no clock runs: nothing happens
     again = StageLedger(tmp_path / "_stages", "seed", True)
     again.run("graph", stage)
-    assert again.skipped == ["graph"] and again.parts == {}  # a resumed stage has no parts
+    assert again.skipped == ["graph"] and again.parts == again.spans == {}  # resumed: no parts
 
 
 def test_two_runs_never_overlap(tmp_path):
