@@ -297,10 +297,12 @@ class BanSettings(_Section):
     ban_needs_own_evidence: bool = True
     """Send to review, not ban, an account without evidence of its own."""
     own_evidence_min_score: float = Field(
-        default=0.5,
+        default=0.4,
         ge=0,
         le=1,
-        description="Account-model score (the account's own features alone) that is own evidence.",
+        description="Account-model score (the account's own features alone) that is own evidence "
+        "(0.4: an unseen operator's accounts that hide their hard keys score just under 0.5 alone; "
+        "docs/detection.md).",
     )
     min_farm_bans: int = Field(
         default=5,

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.core.columns import ACCOUNT_SCORE
+from jobs.core.sections import BanSettings
 from jobs.scoring.reasons import is_unusual, reason_text
 
 OWN_REASONS_PER_ACCOUNT_SCORE = 2  # own reasons cited where the account score ranks
@@ -63,7 +64,7 @@ class ReasonSettings:
 
     top_n: int = 3
     min_score: float = 0.0
-    own_min_score: float = 0.5
+    own_min_score: float = BanSettings.model_fields["own_evidence_min_score"].default
     reference: dict[str, Any] = field(default_factory=dict)
 
 

@@ -29,7 +29,7 @@ def test_scoring_in_spark_matches_the_two_models(spark):
     np.testing.assert_allclose(scored["score"].to_numpy(), expected, rtol=1e-9)
     np.testing.assert_allclose(scored["account_score"].to_numpy(), own, rtol=1e-9)
     assert set(scored["model_version"]) == {"7"}
-    assert (scored["own_evidence"] == (scored["account_score"] >= 0.5)).all()
+    assert (scored["own_evidence"] == (scored["account_score"] >= reasons.own_min_score)).all()
     top = scored.sort_values("score").iloc[-1]
     assert any(r.startswith("shares a payment card with") for r in top["reasons"])
     assert top["own_evidence"]  # the shared card is about the account itself
