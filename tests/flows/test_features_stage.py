@@ -88,3 +88,40 @@ def test_a_failure_on_either_side_fails_the_stage_once_the_other_side_is_done(re
     monkeypatch.setattr(features, "neighbour_aggregates", real_neighbours)
     with pytest.raises(RuntimeError, match="the anomaly broke"):
         features.run(rerun)
+
+
+def test_the_communities_stage_writes_the_account_features_beside_leiden(
+    spark, small_world, rerun, monkeypatch
+):
+    from jobs.communities import stage as communities
+    from jobs.features.account import account_features
+    from jobs.ingest.stage import load_accepted
+
+    shared = layout_for(load_settings(lake={"home": str(small_world.home)}), rerun.run_date)
+    summary = communities.run(rerun, features_beside_leiden=True)
+    assert summary["account_features"] is True
+    # the same communities as the shared run's, and the features the features stage computes
+    assertDataFrameEqual(
+        spark.read.parquet(str(rerun.layout.communities)),
+        spark.read.parquet(str(shared.communities)),
+    )
+    tables = load_accepted(spark, rerun.layout)
+    expected = account_features(
+        tables["signups"],
+        tables["payments"],
+        tables["ip_events"],
+        tables["api_usage"],
+        spark.read.parquet(str(rerun.layout.account_entities)),
+        spark.read.parquet(str(rerun.layout.entity_stats)),
+        rerun.window_end,
+    )
+    assertDataFrameEqual(spark.read.parquet(str(rerun.layout.account_features)), expected)
+    # without the option (benchmarks, Spark Connect) the features stage writes them itself
+    assert communities.run(rerun)["account_features"] is False
+
+    def broken(ctx):
+        raise RuntimeError("the account features broke")
+
+    monkeypatch.setattr(communities, "_account_features", broken)
+    with pytest.raises(RuntimeError, match="the account features broke"):
+        communities.run(rerun, features_beside_leiden=True)
