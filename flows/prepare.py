@@ -70,19 +70,15 @@ def graph_task(settings: Settings, day: str) -> dict[str, Any]:
 @task(name="communities", cache_policy=NO_CACHE)
 def communities_task(settings: Settings, day: str) -> dict[str, Any]:
     """Connected components, communities and farm candidates."""
-    summary = communities.run(stage_context(settings, day), features_beside_leiden=True)
+    summary = communities.run(stage_context(settings, day))
     get_run_logger().info("communities: %s", summary)
     return summary
 
 
 @task(name="features", cache_policy=NO_CACHE)
-def features_task(
-    settings: Settings, day: str, communities_summary: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def features_task(settings: Settings, day: str) -> dict[str, Any]:
     """Account, neighbourhood and group features."""
-    summary = features.run(
-        stage_context(settings, day, earlier={"communities": communities_summary or {}})
-    )
+    summary = features.run(stage_context(settings, day))
     get_run_logger().info("features: %s", summary)
     return summary
 
@@ -110,11 +106,9 @@ def prepare_run(settings: Settings, day: str, resume: bool | None) -> StageLedge
 
 def prepare_features(ledger: StageLedger, settings: Settings, day: str) -> dict[str, Any]:
     """Run the four shared stages; returns their summaries by stage name."""
-    done = {
+    return {
         "ingest": ledger.run("ingest", ingest_task, settings, day),
         "graph": ledger.run("graph", graph_task, settings, day),
         "communities": ledger.run("communities", communities_task, settings, day),
+        "features": ledger.run("features", features_task, settings, day),
     }
-    # the communities stage may have written the account features (beside Leiden)
-    done["features"] = ledger.run("features", features_task, settings, day, done["communities"])
-    return done

@@ -576,7 +576,6 @@ def refine_communities(
     split_components: ComponentsFn | None = None,
     figures: dict[str, Any] | None = None,
     scratch: str | None = None,
-    keep_task_edges: bool = False,
 ) -> DataFrame:
     """Split every component of at least ``min_size`` accounts with Leiden.
 
@@ -597,10 +596,7 @@ def refine_communities(
         split_components: connected components for the cut (default: the local backend).
         figures: filled, when given, with the tasks' figures (count, largest, cut components).
         scratch: a folder the cut writes its rounds to (see :func:`split_tasks`); needed with
-            ``max_task_accounts`` or ``keep_task_edges``.
-        keep_task_edges: write the tasks' edges under ``scratch`` now, so that the job which
-            computes the returned frame is Leiden's and little else (the communities stage
-            runs other work beside its long single-task span).
+            ``max_task_accounts``.
 
     Returns:
         ``account_id, component_id, community_id`` for every account of ``components``.
@@ -660,10 +656,6 @@ def refine_communities(
             {"refine_tasks": row["n"], "largest_refine_task": row["largest"] or 0, **cut}
         )
     grouped = _task_edges(edges, tasks)
-    if keep_task_edges:
-        if not scratch:
-            raise ValueError("keep_task_edges needs a scratch folder")
-        grouped = _keep(grouped, scratch, "task_edges")
 
     def split(group: pd.DataFrame) -> pd.DataFrame:
         # no drop of the key column: that would copy the group, and leiden_partition reads

@@ -5,9 +5,7 @@ In: a :class:`jobs.core.stage.StageContext` (the run's accepted signups and grap
 runs), ``farm_entities`` (what binds each farm candidate, member by member:
 :func:`jobs.graph.links.farm_shared_entities`) and ``communities``
 (:func:`jobs.communities.assign.describe_communities`), and a summary
-(components backend, counts, farm candidates, Leiden tasks and the largest one's accounts);
-for the flows, also ``account_features`` (:mod:`jobs.features.account`), computed beside the
-largest component's Leiden, which leaves a core idle for tens of seconds (``run``).
+(components backend, counts, farm candidates, Leiden tasks and the largest one's accounts).
 Connected components over hard-key links say which accounts are connected at all; components of
 ``graph.refine_min_size`` or more accounts are split by Leiden (:mod:`jobs.communities.refine`)
 over the weighted account-entity graph, so one giant component never becomes one farm; one
@@ -17,7 +15,6 @@ above ``graph.refine_max_task_accounts`` is cut first, its rounds written under
 
 from __future__ import annotations
 
-from concurrent.futures import wait
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -28,23 +25,13 @@ from jobs.communities.components import connected_components
 from jobs.communities.refine import refine_communities
 from jobs.core.lake import persist
 from jobs.core.layout import RunLayout
-from jobs.core.pools import scheduler_pool, side_work
-from jobs.core.session import is_connect
 from jobs.core.stage import StageContext
-from jobs.core.timing import mark
-from jobs.features.account import account_features
 from jobs.graph.links import farm_shared_entities
 from jobs.ingest.stage import load_accepted
 
-LEIDEN_POOL = "leiden"
 
-
-def run(ctx: StageContext, features_beside_leiden: bool = False) -> dict[str, Any]:
-    """Connected components, Leiden refinement of large ones, farm candidates; returns figures.
-
-    With ``features_beside_leiden`` (the flows) and a classic session, the account features
-    are written too, beside Leiden's longest task; the summary's ``account_features`` says so.
-    """
+def run(ctx: StageContext) -> dict[str, Any]:
+    """Connected components, Leiden refinement of large ones, farm candidates; returns figures."""
     spark, layout, graph = ctx.spark, ctx.layout, ctx.settings.graph
     accounts = load_accepted(spark, layout)["signups"]
     links = spark.read.parquet(str(layout.account_links))
@@ -52,61 +39,42 @@ def run(ctx: StageContext, features_beside_leiden: bool = False) -> dict[str, An
     components, backend = connected_components(spark, accounts.select("account_id"), links, graph)
     components = persist(components, layout.components)
     tasks: dict[str, Any] = {}
-    # the largest component's Leiden is one Python task on one core for tens of seconds
-    # (150,187 accounts at 1M): the account features, which need only the graph stage's
-    # tables, run beside it in the scheduler's side pool (jobs.core.pools), for the features
-    # stage to read
-    beside = features_beside_leiden and graph.refinement == "leiden" and not is_connect(spark)
-    side = None
-    try:
-        if graph.refinement == "leiden":
-            stats = spark.read.parquet(str(layout.entity_stats))
-            refined = refine_communities(
-                components,
-                refinement_edges(
-                    entities,
-                    stats,
-                    graph.soft_key_weight,
-                    graph.strong_evidence_types,
-                    graph.refine_kind_weights,
-                ),
-                graph.refine_min_size,
-                graph.leiden_resolution,
-                graph.leiden_seed,
-                graph.min_evidence_kinds,
-                graph.leiden_iterations,
-                graph.min_entity_concentration,
-                graph.refine_max_task_accounts,
-                lambda vertices, edges: connected_components(spark, vertices, edges, graph)[0],
-                tasks,
-                str(layout.refine_cut),
-                keep_task_edges=beside,  # the next job is then Leiden's and little else
-            )
-            if beside:
-                side = side_work(spark, lambda: _account_features(ctx))
-            # once: the describe steps below read the refinement several times, and every
-            # read would run Leiden again (on the 10M world, two copies of the 2.3M-account
-            # component's Leiden ran side by side and exhausted the machine's memory)
-            with scheduler_pool(spark, LEIDEN_POOL):
-                refined = persist(refined, layout.refined)
-        else:
-            refined = components
-        assigned = assign_farms(refined, graph.min_farm_size)
-        farm_entities = persist(farm_shared_entities(assigned, entities), layout.farm_entities)
-        communities = persist(
-            describe_communities(assigned, links, farm_entities, graph.binding_entities),
-            layout.communities,
+    if graph.refinement == "leiden":
+        stats = spark.read.parquet(str(layout.entity_stats))
+        refined = refine_communities(
+            components,
+            refinement_edges(
+                entities,
+                stats,
+                graph.soft_key_weight,
+                graph.strong_evidence_types,
+                graph.refine_kind_weights,
+            ),
+            graph.refine_min_size,
+            graph.leiden_resolution,
+            graph.leiden_seed,
+            graph.min_evidence_kinds,
+            graph.leiden_iterations,
+            graph.min_entity_concentration,
+            graph.refine_max_task_accounts,
+            lambda vertices, edges: connected_components(spark, vertices, edges, graph)[0],
+            tasks,
+            str(layout.refine_cut),
         )
-    except BaseException:
-        if side is not None:  # nothing keeps writing into the run folder once the stage failed
-            wait([side])
-        raise
-    if side is not None:
-        side.result()  # its failure fails the stage
-        mark("account_features")  # what of them was left once the communities were written
+        # once: the describe steps below read the refinement several times, and every read
+        # would run Leiden again (on the 10M world, two copies of the 2.3M-account component's
+        # Leiden ran side by side and exhausted the machine's memory)
+        refined = persist(refined, layout.refined)
+    else:
+        refined = components
+    assigned = assign_farms(refined, graph.min_farm_size)
+    farm_entities = persist(farm_shared_entities(assigned, entities), layout.farm_entities)
+    communities = persist(
+        describe_communities(assigned, links, farm_entities, graph.binding_entities),
+        layout.communities,
+    )
     farms = communities.where(F.col("farm_id").isNotNull())
     return {
-        "account_features": side is not None,
         "components_backend": backend,
         "refinement": graph.refinement,
         "components": communities.select("component_id").distinct().count(),
@@ -115,24 +83,6 @@ def run(ctx: StageContext, features_beside_leiden: bool = False) -> dict[str, An
         "accounts_in_farm_candidates": farms.count(),
         **tasks,
     }
-
-
-def _account_features(ctx: StageContext) -> None:
-    """The run's ``account_features`` table (:func:`jobs.features.account.account_features`)."""
-    spark, layout = ctx.spark, ctx.layout
-    tables = load_accepted(spark, layout)
-    persist(
-        account_features(
-            tables["signups"],
-            tables["payments"],
-            tables["ip_events"],
-            tables["api_usage"],
-            spark.read.parquet(str(layout.account_entities)),
-            spark.read.parquet(str(layout.entity_stats)),
-            ctx.window_end,
-        ),
-        layout.account_features,
-    )
 
 
 def load(spark: SparkSession, layout: RunLayout) -> dict[str, DataFrame]:

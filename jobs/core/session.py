@@ -225,9 +225,6 @@ def build_session(
             # pauses; 0.91x and 0.93x of G1's time in two pairs of 1M nightlies, the same list
             .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=WARN -XX:+UseParallelGC")
         )
-        # pools: jobs run in the default pool, first come first served as before, and a stage
-        # that leaves a core idle can hand it to work in a pool of its own (see side_work)
-        builder = builder.config("spark.scheduler.mode", "FAIR")
     builder = builder.appName(settings.app_name).config(
         "spark.sql.shuffle.partitions", str(settings.shuffle_partitions)
     )

@@ -1,13 +1,12 @@
 """The features stage: accepted tables and the graph -> the model's input table.
 
 In: a :class:`jobs.core.stage.StageContext` (the run's accepted tables, graph and communities
-tables, the ``graph``, ``anomaly`` and ``ingest`` settings, the window end; the communities
-stage's summary in ``earlier``, when it wrote the account features beside Leiden). Out, under
-the run's layout: ``account_features`` (unless written already), ``feature_reference.json``
-(what ordinary accounts show, quoted by the reasons), ``group_anomaly`` (farm candidates
-against random groups of their size, :mod:`jobs.features.anomaly`) and ``features``
-(:mod:`jobs.features.table`); the summary counts accounts and anomalous farm candidates.
-Called by the nightly and training flows' features task and the tests.
+tables, the ``graph``, ``anomaly`` and ``ingest`` settings, the window end). Out, under the
+run's layout: ``account_features``, ``feature_reference.json`` (what ordinary accounts show,
+quoted by the reasons), ``group_anomaly`` (farm candidates against random groups of their
+size, :mod:`jobs.features.anomaly`) and ``features`` (:mod:`jobs.features.table`); the summary
+counts accounts and anomalous farm candidates. Called by the nightly and training flows'
+features task and the tests.
 """
 
 from __future__ import annotations
@@ -36,20 +35,16 @@ def run(ctx: StageContext) -> dict[str, Any]:
     spark, settings, layout = ctx.spark, ctx.settings, ctx.layout
     tables = load_accepted(spark, layout)
     graph = load_graph(spark, layout)
-    if (ctx.earlier.get("communities") or {}).get("account_features"):
-        # the communities stage wrote them beside Leiden's longest task (same inputs)
-        accounts = spark.read.parquet(str(layout.account_features))
-    else:
-        accounts = account_features(
-            tables["signups"],
-            tables["payments"],
-            tables["ip_events"],
-            tables["api_usage"],
-            graph["account_entities"],
-            graph["entity_stats"],
-            ctx.window_end,
-        )
-        accounts = persist(accounts, layout.account_features)
+    accounts = account_features(
+        tables["signups"],
+        tables["payments"],
+        tables["ip_events"],
+        tables["api_usage"],
+        graph["account_entities"],
+        graph["entity_stats"],
+        ctx.window_end,
+    )
+    accounts = persist(accounts, layout.account_features)
     reference = feature_reference(accounts, ACCOUNT_FEATURES, settings.anomaly.seed)
     layout.feature_reference.write_text(json.dumps(reference, indent=1))
     profile = account_profile(
