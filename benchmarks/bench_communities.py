@@ -105,7 +105,7 @@ def igraph_leiden(settings: Any, layout: Any) -> int:
     usable = usable.assign(weight=weight)
     members = pq.read_table(layout.account_entities).to_pandas()
     edges = members.merge(usable, on=["entity_type", "entity_id"])
-    entity = edges["entity_type"] + ":" + edges["entity_id"].astype(str)
+    entity = edges["entity_type"] + ":" + edges["entity_id"]
     codes, names = pd.factorize(pd.concat([edges["account_id"], "~" + entity], ignore_index=True))
     m = len(edges)
     graph = igraph.Graph(n=len(names), edges=np.column_stack([codes[:m], codes[m:]]))

@@ -95,7 +95,7 @@ def refinement_edges(
         family_scale = F.when(kind == family, float(factor)).otherwise(family_scale)
     return entities.join(usable, ["entity_type", "entity_id"]).select(
         F.col("account_id").alias("src"),
-        F.concat_ws(":", "entity_type", F.col("entity_id").cast("string")).alias("dst"),
+        F.concat_ws(":", "entity_type", "entity_id").alias("dst"),
         (F.col("weight") * family_scale).alias("weight"),
         F.lit(True).alias("dst_is_entity"),
         kind.alias("kind"),

@@ -3,11 +3,7 @@
 In: the accepted ``signups``, ``payments``, ``ip_events`` and ``api_usage`` tables and the
 entity hashing key. Out: ``account_entities`` (account_id, entity_type, entity_id) with entity
 ids as keyed hashes, so no raw email, IP or card data travels past the graph stage, and the
-MinHash ``behaviour`` buckets of synchronised accounts. An entity id is the first 64 bits of the
-keyed SHA-256, held as a ``long`` (:func:`keyed_entity_id`): the membership table has one row
-per account and entity (25.5 million at 1M accounts) and every later stage joins on it, where
-a number costs less than its 16 hex characters; what is published shows the hex
-(:func:`entity_text`). Hard keys (:data:`LINK_ENTITY_TYPES`)
+MinHash ``behaviour`` buckets of synchronised accounts. Hard keys (:data:`LINK_ENTITY_TYPES`)
 link accounts (:mod:`jobs.graph.links`); soft keys are features and community evidence only.
 Called by the graph stage (:mod:`jobs.graph.stage`) and the tests.
 """
@@ -17,7 +13,6 @@ from __future__ import annotations
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from jobs.core.addresses import network_keys, subscriber_ip
 from jobs.core.columns import LINK_ENTITY_TYPES, SOFT_ENTITY_TYPES
@@ -61,32 +56,6 @@ _REQUIRED = {
     "ip_events": ("account_id", "event_ts", "ip", "asn"),
     "api_usage": ("account_id", "prompt_signature", "client_fingerprint"),
 }
-
-
-def keyed_entity_id(hash_key: str, *parts: Column) -> Column:
-    """An entity's id: the first 64 bits of SHA-256 over the secret key and ``parts``.
-
-    Held as a signed ``long`` whose two's-complement bits are the digest's first 16 hex
-    characters, the id published before ids were numbers; :func:`entity_text` gives them back.
-    """
-    digest = F.sha2(F.concat_ws(":", F.lit(hash_key), *parts), 256)
-    return F.conv(F.substring(digest, 1, 16), 16, -10).cast("long")
-
-
-def entity_text(entity_id: Column) -> Column:
-    """An entity id as published: 16 lower-case hex characters (the digest's first 64 bits)."""
-    return F.lower(F.lpad(F.hex(entity_id), 16, "0"))
-
-
-def with_entity_text(frame: DataFrame) -> DataFrame:
-    """``frame`` with its ``entity_id`` as published text; text ids are left as they are.
-
-    Tables written before ids were numbers (a run resumed after an upgrade, hand-made test
-    tables) hold text already.
-    """
-    if isinstance(frame.schema["entity_id"].dataType, T.LongType):
-        return frame.withColumn("entity_id", entity_text(F.col("entity_id")))
-    return frame
 
 
 def normalise_email(email: Column) -> Column:
@@ -173,7 +142,9 @@ def account_entities(
     union = parts[0]
     for part in parts[1:]:
         union = union.unionByName(part)
-    entity_id = keyed_entity_id(hash_key, F.col("entity_type"), F.col("value"))
+    entity_id = F.substring(
+        F.sha2(F.concat_ws(":", F.lit(hash_key), F.col("entity_type"), F.col("value")), 256), 1, 16
+    )
     # distinct before hashing: SHA-256 runs once per membership, not once per event row (an
     # account's IP events repeat its addresses). One shuffle either way; distinct values give
     # distinct ids (a 64-bit id shared by two values of one account is a 2**-64 event)
@@ -230,8 +201,15 @@ def behaviour_entities(
         "band",
         F.concat_ws(",", F.slice("_values", F.col("band") * rows + 1, F.lit(rows))).alias("bucket"),
     )
-    entity_id = keyed_entity_id(
-        hash_key, F.lit("behaviour"), F.col("band").cast("string"), F.col("bucket")
+    entity_id = F.substring(
+        F.sha2(
+            F.concat_ws(
+                ":", F.lit(hash_key), F.lit("behaviour"), F.col("band").cast("string"), "bucket"
+            ),
+            256,
+        ),
+        1,
+        16,
     )
     # one row per account and band, and the band is in the hash: distinct already
     return bands.select(

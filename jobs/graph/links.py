@@ -15,7 +15,7 @@ from pyspark.sql.window import Window
 
 from jobs.core.config import GraphSettings
 from jobs.core.validation import require_columns
-from jobs.graph.entities import LINK_ENTITY_TYPES, with_entity_text
+from jobs.graph.entities import LINK_ENTITY_TYPES
 
 
 def entity_stats(entities: DataFrame, settings: GraphSettings, n_accounts: int) -> DataFrame:
@@ -166,8 +166,7 @@ def farm_shared_entities(communities: DataFrame, entities: DataFrame) -> DataFra
         entities: ``account_id, entity_type, entity_id``.
 
     Returns:
-        ``farm_id, account_id, entity_type, entity_id, members`` (``members >= 2``), the ids
-        as published text (:func:`jobs.graph.entities.entity_text`).
+        ``farm_id, account_id, entity_type, entity_id, members`` (``members >= 2``).
     """
     require_columns(communities, "communities", ("account_id", "farm_id"))
     members = communities.where(F.col("farm_id").isNotNull()).select("account_id", "farm_id")
@@ -175,7 +174,7 @@ def farm_shared_entities(communities: DataFrame, entities: DataFrame) -> DataFra
     # a count over each farm entity's rows instead of a join with the counts: the memberships
     # are read once, and the rows are already partitioned by farm entity
     by_entity = Window.partitionBy("farm_id", "entity_type", "entity_id")
-    shared = held.select(
+    return held.select(
         "farm_id",
         "account_id",
         "entity_type",
@@ -185,9 +184,6 @@ def farm_shared_entities(communities: DataFrame, entities: DataFrame) -> DataFra
         # rows with a null entity matched no count in the join this replaced
         (F.col("members") >= 2) & F.col("entity_type").isNotNull() & F.col("entity_id").isNotNull()
     )
-    # the table every published view of a farm reads: ids as their published text, so the
-    # reasons, the farms file and the report order and print them as they always did
-    return with_entity_text(shared)
 
 
 def top_binding_entities(shared: DataFrame, group: str, top: int) -> DataFrame:

@@ -8,7 +8,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from jobs.core.config import GraphSettings
 from jobs.core.contracts import API_USAGE, IP_EVENTS, PAYMENTS, SIGNUPS
-from jobs.graph.entities import account_entities, email_shape, entity_text, keyed_entity_id
+from jobs.graph.entities import account_entities, email_shape
 from jobs.graph.links import account_links, entity_stats
 
 T0 = datetime(2026, 6, 1, 9, 30)
@@ -60,40 +60,6 @@ def test_email_normalisation_links_gmail_aliases_and_hides_raw_values(spark):
     text = " ".join(str(r) for r in entities.collect())
     for raw in ("gmail", "10.0.0.1", "pi_family", "dev1", "94107"):
         assert raw not in text
-
-
-def test_entity_ids_are_numbers_whose_text_is_the_keyed_digest(spark):
-    signups, payments, ip_events, usage = tables(spark)
-    entities = account_entities(signups, payments, ip_events, usage, "k")
-    assert dict(entities.dtypes)["entity_id"] == "bigint"
-    # the published text is the first 16 hex characters of SHA-256 over key, type and value,
-    # as the ids were before they were numbers
-    digest = F.substring(F.sha2(F.concat_ws(":", F.lit("k"), "entity_type", "value"), 256), 1, 16)
-    raw = spark.createDataFrame(
-        [("device", "dev1"), ("ip", "10.0.0.1")], "entity_type string, value string"
-    )
-    got = raw.select(
-        digest.alias("digest"),
-        entity_text(keyed_entity_id("k", F.col("entity_type"), F.col("value"))).alias("text"),
-    ).collect()
-    assert all(r["digest"] == r["text"] and len(r["text"]) == 16 for r in got)
-    assert {r["digest"] for r in got} <= {
-        r[0] for r in entities.select(entity_text(F.col("entity_id"))).collect()
-    }
-    # every 64-bit value comes back as the hex it was read from, the extremes and zero padding
-    # included
-    hexes = [
-        "0000000000000000",
-        "00ad182548b34b46",
-        "7fffffffffffffff",
-        "8000000000000000",
-        "aa30825b67fb3b9f",
-        "ffffffffffffffff",
-    ]
-    ids = spark.createDataFrame([(h,) for h in hexes], "h string").select(
-        F.conv("h", 16, -10).cast("long").alias("id")
-    )
-    assert [r[0] for r in ids.select(entity_text(F.col("id"))).collect()] == hexes
 
 
 def test_email_shape(spark):
@@ -317,23 +283,3 @@ def test_farm_entities_are_every_entity_two_members_of_a_farm_hold_once_per_memb
         "farm_id string, account_id string, entity_type string, entity_id string, members long",
     )
     assertDataFrameEqual(farm_shared_entities(communities, entities), expected)
-
-
-def test_farm_entities_publish_number_ids_as_their_hex(spark):
-    from jobs.graph.links import farm_shared_entities
-
-    communities = spark.createDataFrame(
-        [("a1", "f1"), ("a2", "f1")], "account_id string, farm_id string"
-    )
-    entities = spark.createDataFrame(
-        [("a1", "device", -1), ("a2", "device", -1), ("a1", "ip", 5), ("a2", "ip", 5)],
-        "account_id string, entity_type string, entity_id long",
-    )
-    got = farm_shared_entities(communities, entities)
-    assert dict(got.dtypes)["entity_id"] == "string"
-    assert sorted((r["entity_type"], r["entity_id"]) for r in got.collect()) == [
-        ("device", "ffffffffffffffff"),
-        ("device", "ffffffffffffffff"),
-        ("ip", "0000000000000005"),
-        ("ip", "0000000000000005"),
-    ]
