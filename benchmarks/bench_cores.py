@@ -55,7 +55,10 @@ def work(kind: str, scale: float) -> float:
 def _child(kind: str, scale: float, ready: Any, go: Any, out: Any) -> None:
     ready.put(True)
     go.wait()
-    out.put(work(kind, scale))
+    try:
+        out.put(work(kind, scale))
+    except Exception as error:  # noqa: BLE001 (reported by the parent, which would wait else)
+        out.put(f"{type(error).__name__}: {error}")
 
 
 def side_by_side(kind: str, processes: int, scale: float) -> float:
@@ -71,11 +74,13 @@ def side_by_side(kind: str, processes: int, scale: float) -> float:
         ready.get(timeout=120)
     start = time.perf_counter()
     go.set()
-    for _ in children:
-        out.get(timeout=3600)
+    results = [out.get(timeout=3600) for _ in children]
     wall = time.perf_counter() - start
     for child in children:
         child.join(timeout=60)
+    failed = [r for r in results if isinstance(r, str)]
+    if failed:
+        raise RuntimeError(f"{kind} work failed in a child process: {failed[0]}")
     return wall
 
 

@@ -33,3 +33,8 @@ def test_real_processes_do_the_work_and_report_it():
 def test_unknown_work_is_refused():
     with pytest.raises(ValueError, match="unknown kind"):
         bench_cores.work("disk", 1.0)
+
+
+def test_work_failing_in_a_child_is_reported_not_waited_for():
+    with pytest.raises(RuntimeError, match="unknown kind"):
+        bench_cores.side_by_side("disk", processes=1, scale=1.0)
